@@ -1,0 +1,23 @@
+"""deconv-compiler: Keras transposed-convolution specs → exact ONNX graphs for onnxruntime."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from deconv_compiler.compiler import compile_spec, save_model  # noqa: E402
+from deconv_compiler.errors import CompileError, DeconvError, Problem, SpecError  # noqa: E402
+from deconv_compiler.spec import LayerSpec, ModelSpec, load_spec, spec_json_schema  # noqa: E402
+
+__all__ = [
+    "CompileError",
+    "DeconvError",
+    "LayerSpec",
+    "ModelSpec",
+    "Problem",
+    "SpecError",
+    "__version__",
+    "compile_spec",
+    "load_spec",
+    "save_model",
+    "spec_json_schema",
+]

@@ -1,0 +1,52 @@
+"""Spec → checked `onnx.ModelProto`, and writing it: the stages glued together.
+
+    load_spec → ModelSpec → plan_model → LoweringPlan → build_model → ModelProto → check_model
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from deconv_compiler import __version__
+from deconv_compiler.check import check_model
+from deconv_compiler.lowering import build_model
+from deconv_compiler.plan import DEFAULT_OPSET, plan_model
+from deconv_compiler.spec import ModelSpec
+
+
+def compile_spec(spec: ModelSpec, opset: int = DEFAULT_OPSET, seed: int | None = None) -> onnx.ModelProto:
+    """Lower a validated spec to an ONNX model that passes `check_model`.
+
+    `seed` overrides the spec's seed for weights made by initializers.
+    """
+    config = spec.keras_config()
+    if seed is not None:
+        config["seed"] = seed
+    metadata = (
+        ("deconv_compiler.version", __version__),
+        ("deconv_compiler.spec", json.dumps(config, sort_keys=True, separators=(",", ":"))),
+    )
+    model = build_model(plan_model(spec, opset=opset, seed=seed, metadata=metadata))
+    check_model(model)
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: str | Path) -> None:
+    """Write atomically: a temporary file beside the target, fsync, then rename over it."""
+    target = Path(path)
+    data = model.SerializeToString()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,139 @@
+"""`LoweringPlan` → `onnx.ModelProto`. The only module that builds ONNX protos.
+
+Deterministic: node and tensor names derive from layer names, initializers are written in plan
+order, and nothing depends on time or memory addresses, so the same spec and weights give a
+byte-identical file. `ir_version` is pinned to the lowest that the opset needs (onnx's
+`make_model` would write one newer than onnxruntime loads).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from deconv_compiler.activations import ACTIVATIONS
+from deconv_compiler.plan import LayerPlan, LoweringPlan
+
+PRODUCER = "deconv-compiler"
+
+
+def onnx_elem_type(dtype: str) -> int:
+    return int(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+
+
+class _GraphBuilder:
+    """Collects nodes and initializers; implements the activations' `Emitter` protocol."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.float_type = TensorProto.FLOAT
+        self.float_dtype = np.dtype(np.float32)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._scope = ""
+        self._counter = 0
+
+    def scope(self, name: str, dtype: str) -> None:
+        self._scope, self._counter = name, 0
+        self.float_dtype = np.dtype(dtype)
+        self.float_type = onnx_elem_type(dtype)
+
+    def _name(self, stem: str) -> str:
+        self._counter += 1
+        return f"{self._scope}/{stem}_{self._counter}"
+
+    def op(self, op_type: str, inputs: list[str], n_outputs: int = 1, **attrs: Any) -> list[str]:
+        node_name = self._name(op_type)
+        outputs = [node_name if n_outputs == 1 else f"{node_name}:{i}" for i in range(n_outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=node_name, **attrs))
+        return outputs
+
+    def const(self, value: np.ndarray | float) -> str:
+        array = np.asarray(value)
+        if array.dtype.kind == "f":
+            array = array.astype(self.float_dtype)
+        return self.initializer(self._name("const"), array)
+
+    def initializer(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+
+def _dims(shape: tuple[int | None, ...], symbols: list[str]) -> list[int | str]:
+    return [symbol if dim is None else dim for dim, symbol in zip(shape, symbols, strict=True)]
+
+
+def _lower_layer(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
+    builder.scope(layer.name, layer.dtype)
+    if layer.to_internal is not None:
+        x = builder.op("Transpose", [x], perm=list(layer.to_internal))[0]
+    if layer.cast_to is not None:
+        x = builder.op("Cast", [x], to=onnx_elem_type(layer.cast_to))[0]
+    inputs = [x, builder.initializer(f"{layer.name}/kernel", layer.weight)]
+    if layer.bias is not None:
+        inputs.append(builder.initializer(f"{layer.name}/bias", layer.bias))
+    y = builder.op(
+        "ConvTranspose",
+        inputs,
+        kernel_shape=list(layer.kernel_shape),
+        strides=list(layer.strides),
+        dilations=list(layer.dilations),
+        pads=list(layer.pads),
+        output_padding=list(layer.output_padding),
+        group=1,
+    )[0]
+    activation = ACTIVATIONS[layer.activation]
+    if activation.lower is not None:
+        y = activation.lower(builder, y, layer.activation_site)
+    return y
+
+
+def build_model(plan: LoweringPlan) -> onnx.ModelProto:
+    """Emit the graph: input → per layer ([Transpose] ConvTranspose activation) → [Transpose] → output."""
+    builder = _GraphBuilder(plan.opset)
+    x = plan.input_name
+    for layer in plan.layers:
+        x = _lower_layer(builder, layer, x)
+    if plan.to_keras is not None:
+        builder.scope("output", plan.output_dtype)
+        x = builder.op("Transpose", [x], perm=list(plan.to_keras))[0]
+    if x == plan.input_name:  # cannot happen for a non-empty chain, but keep the graph valid
+        x = builder.op("Identity", [x])[0]
+    _rename_output(builder.nodes, x, plan.output_name)
+
+    rank = len(plan.input_shape)
+    in_symbols = ["batch", *(f"{plan.input_name}_dim{i}" for i in range(1, rank))]
+    out_symbols = ["batch", *(f"{plan.output_name}_dim{i}" for i in range(1, rank))]
+    graph = helper.make_graph(
+        builder.nodes,
+        plan.name,
+        [helper.make_tensor_value_info(plan.input_name, onnx_elem_type(plan.input_dtype), _dims(plan.input_shape, in_symbols))],
+        [helper.make_tensor_value_info(plan.output_name, onnx_elem_type(plan.output_dtype), _dims(plan.output_shape, out_symbols))],
+        initializer=builder.initializers,
+    )
+    opset = helper.make_opsetid("", plan.opset)
+    model = helper.make_model(
+        graph,
+        opset_imports=[opset],
+        ir_version=helper.find_min_ir_version_for([opset]),
+        producer_name=PRODUCER,
+        producer_version=_version(),
+    )
+    helper.set_model_props(model, dict(plan.metadata))
+    return model
+
+
+def _rename_output(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
+    for node in nodes:
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+
+
+def _version() -> str:
+    from deconv_compiler import __version__
+
+    return __version__

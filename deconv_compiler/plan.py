@@ -1,0 +1,152 @@
+"""`ModelSpec` + weights → `LoweringPlan`: everything in ONNX vocabulary, still free of onnx.
+
+Per layer: the ConvTranspose attributes (explicit pads and output_padding from `geometry`), the
+weights in ONNX layout, the activation and the axis it acts on, and the Transpose (if any) that
+brings the incoming tensor into the graph's internal NC... layout. For an all-channels_last
+chain that is one Transpose at the input and one at the output, none in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deconv_compiler import geometry
+from deconv_compiler.activations import ActivationSite
+from deconv_compiler.errors import CompileError
+from deconv_compiler.spec import LayerSpec, ModelSpec
+from deconv_compiler.weights import LayerWeights, initial_weights
+
+MIN_OPSET = 11
+DEFAULT_OPSET = 17
+# The newest default-domain opset the supported onnxruntime releases load (tests check it).
+MAX_OPSET = 26
+
+Perm = tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class LayerPlan:
+    """One Keras layer as ONNX: [Transpose] → [Cast] → ConvTranspose(+bias) → activation."""
+
+    name: str
+    to_internal: Perm | None  # Transpose applied to the incoming tensor, if any
+    cast_to: str | None  # dtype the incoming tensor is cast to, if it differs
+    dtype: str
+    weight: np.ndarray  # ONNX layout (in_channels, filters, *kernel_size)
+    bias: np.ndarray | None
+    kernel_shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]  # begins then ends
+    output_padding: tuple[int, ...]
+    activation: str
+    activation_site: ActivationSite
+    output_shape: tuple[int | None, ...]  # internal NC... layout
+
+
+@dataclass(frozen=True, eq=False)
+class LoweringPlan:
+    name: str
+    opset: int
+    input_name: str
+    input_shape: tuple[int | None, ...]  # Keras layout
+    input_dtype: str
+    output_name: str
+    output_shape: tuple[int | None, ...]  # Keras layout
+    output_dtype: str
+    layers: tuple[LayerPlan, ...]
+    to_keras: Perm | None  # Transpose from the internal layout back to Keras' at the output
+    metadata: tuple[tuple[str, str], ...]
+
+
+def internal_layout(data_format: str, tensor_rank: int) -> Perm:
+    """Axes of the Keras tensor in the order the ONNX graph works in (N, C, spatial...)."""
+    if data_format == "channels_first":
+        return tuple(range(tensor_rank))
+    return (0, tensor_rank - 1, *range(1, tensor_rank - 1))
+
+
+def _transpose_between(current: Perm, wanted: Perm) -> Perm | None:
+    """Permutation T with current[T[i]] == wanted[i]; None when it is the identity."""
+    where = {axis: i for i, axis in enumerate(current)}
+    perm = tuple(where[axis] for axis in wanted)
+    return None if perm == tuple(range(len(perm))) else perm
+
+
+def plan_layer(layer: LayerSpec, weights: LayerWeights, to_internal: Perm | None, cast_to: str | None) -> LayerPlan:
+    """ONNX attributes and weights of one layer (facts: explicit pads, no spatial kernel flip)."""
+    axis_pads = [
+        geometry.onnx_axis_pads(
+            layer.kernel_size[a],
+            layer.strides[a],
+            layer.dilation_rate[a],
+            layer.padding,
+            None if layer.output_padding is None else layer.output_padding[a],
+        )
+        for a in range(layer.rank)
+    ]
+    rank = layer.rank
+    # Keras kernel (k..., filters, in) → ONNX W (in, filters, k...): no spatial flip.
+    weight = np.transpose(weights.kernel, (rank + 1, rank, *range(rank)))
+    layout = internal_layout(layer.data_format, rank + 2)
+    keras_last_axis = layout.index(rank + 1)
+    dtype = np.dtype(layer.dtype)
+    return LayerPlan(
+        name=layer.name,
+        to_internal=to_internal,
+        cast_to=cast_to,
+        dtype=layer.dtype,
+        weight=np.ascontiguousarray(weight.astype(dtype)),
+        bias=None if weights.bias is None else weights.bias.astype(dtype),
+        kernel_shape=layer.kernel_size,
+        strides=layer.strides,
+        dilations=layer.dilation_rate,
+        pads=tuple(p.begin for p in axis_pads) + tuple(p.end for p in axis_pads),
+        output_padding=tuple(p.output_padding for p in axis_pads),
+        activation=layer.activation,
+        activation_site=ActivationSite(
+            axis=keras_last_axis, rank=rank + 2, axis_size=layer.output_shape[-1]
+        ),
+        output_shape=tuple(layer.output_shape[a] for a in layout),
+    )
+
+
+def plan_model(
+    spec: ModelSpec, opset: int = DEFAULT_OPSET, seed: int | None = None, metadata: tuple[tuple[str, str], ...] = ()
+) -> LoweringPlan:
+    """Plan every layer of the chain; weights not given in the spec come from the initializers."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise CompileError(f"opset {opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
+    base_seed = spec.seed if seed is None else seed
+    tensor_rank = len(spec.input_shape)
+    current: Perm = tuple(range(tensor_rank))  # the graph input is the Keras tensor itself
+    dtype = spec.input_dtype
+    layers = []
+    for index, layer in enumerate(spec.layers):
+        weights = layer.weights or initial_weights(
+            layer.kernel_initializer,
+            layer.bias_initializer,
+            layer.kernel_shape,
+            layer.use_bias,
+            layer.seed if layer.seed is not None else base_seed * 1000 + index,
+        )
+        wanted = internal_layout(layer.data_format, tensor_rank)
+        to_internal = _transpose_between(current, wanted)
+        cast_to = layer.dtype if layer.dtype != dtype else None
+        layers.append(plan_layer(layer, weights, to_internal, cast_to))
+        current, dtype = wanted, layer.dtype
+    return LoweringPlan(
+        name=spec.name,
+        opset=opset,
+        input_name=spec.input_name,
+        input_shape=spec.input_shape,
+        input_dtype=spec.input_dtype,
+        output_name="output",
+        output_shape=spec.output_shape,
+        output_dtype=spec.output_dtype,
+        layers=tuple(layers),
+        to_keras=_transpose_between(current, tuple(range(tensor_rank))),
+        metadata=metadata,
+    )

@@ -1,0 +1,172 @@
+"""Spec text → plain data plus a map from field paths to line numbers.
+
+The format is chosen by content: text whose first non-blank character is `{` or `[` is JSON,
+anything else YAML. YAML is loaded with PyYAML's safe loader only (no `!!python/...` tags).
+Duplicate keys are problems, never silently overwritten. Line numbers for JSON come from
+composing the same text as YAML, which accepts JSON documents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deconv_compiler.errors import FieldPath, Problem, SpecError
+
+
+@dataclass(frozen=True)
+class SpecSource:
+    """A spec's data, where it came from, and the line of each field (1-based)."""
+
+    data: Any
+    file: str | None = None
+    base_dir: Path | None = None
+    lines: Mapping[FieldPath, int] = field(default_factory=dict)
+
+    def line_of(self, path: FieldPath) -> int | None:
+        """Line of the deepest known prefix of `path` (an unknown list item falls back to its list)."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+    def problem(self, path: FieldPath, message: str) -> Problem:
+        return Problem(path, message, self.file, self.line_of(path))
+
+
+def source_from_mapping(data: Mapping[str, Any], base_dir: Path | None = None) -> SpecSource:
+    """Wrap an in-memory mapping (the Python API); relative weight paths resolve from `base_dir`."""
+    return SpecSource(data=data, file=None, base_dir=base_dir)
+
+
+def read_spec_file(path: str | Path) -> SpecSource:
+    """Read and parse a spec file; problems name the file as the user wrote it."""
+    shown = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise SpecError([Problem((), "is a directory, not a spec file", shown)]) from None
+    except OSError as exc:
+        raise SpecError([Problem((), f"cannot read spec file: {exc.strerror}", shown)]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text (byte {exc.start}); a spec is a YAML or JSON text file"
+        raise SpecError([Problem((), message, shown)]) from None
+    return parse_spec_text(text, file=shown, base_dir=Path(path).resolve().parent)
+
+
+def parse_spec_text(text: str, file: str | None = None, base_dir: Path | None = None) -> SpecSource:
+    """Parse YAML or JSON text (chosen by content) into a `SpecSource`."""
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if not stripped:
+        raise SpecError([Problem((), "the spec is empty", file, 1)])
+    if stripped[0] in "{[":
+        data = _load_json(text, file)
+        try:
+            lines = _line_map(text, file)
+        except (yaml.YAMLError, SpecError):
+            lines = {}  # valid JSON that PyYAML cannot compose: values are fine, lines unknown
+        return SpecSource(data=data, file=file, base_dir=base_dir, lines=lines)
+    data, lines = _load_yaml(text, file)
+    return SpecSource(data=data, file=file, base_dir=base_dir, lines=lines)
+
+
+def _load_json(text: str, file: str | None) -> Any:
+    duplicates: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                duplicates.append(key)
+            result[key] = value
+        return result
+
+    try:
+        data = json.loads(text, object_pairs_hook=pairs_hook)
+    except json.JSONDecodeError as exc:
+        raise SpecError([Problem((), f"invalid JSON: {exc.msg}", file, exc.lineno)]) from None
+    except RecursionError:
+        raise SpecError([Problem((), "invalid JSON: nested too deeply", file)]) from None
+    if duplicates:
+        try:
+            _line_map(text, file)  # the YAML walk locates each duplicate with its full path
+        except yaml.YAMLError:
+            pass
+        raise SpecError([Problem((key,), "duplicate key", file) for key in duplicates])
+    return data
+
+
+def _load_yaml(text: str, file: str | None) -> tuple[Any, dict[FieldPath, int]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError([Problem((), "the spec is empty", file, 1)])
+        lines: dict[FieldPath, int] = {}
+        problems: list[Problem] = []
+        _walk(node, (), lines, problems, file)
+        if problems:
+            raise SpecError(problems)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        reason = exc.problem or exc.context or "unreadable"
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in str(exc.problem):
+            reason = f"{reason} (only plain YAML is accepted: no tags that build objects)"
+        raise SpecError([Problem((), f"invalid YAML: {reason}", file, line)]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem((), f"invalid YAML: {exc}", file)]) from None
+    except RecursionError:
+        raise SpecError([Problem((), "invalid YAML: nested too deeply", file)]) from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _line_map(text: str, file: str | None = None) -> dict[FieldPath, int]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    finally:
+        loader.dispose()
+    lines: dict[FieldPath, int] = {}
+    problems: list[Problem] = []
+    if node is not None:
+        _walk(node, (), lines, problems, file)
+    if problems:
+        raise SpecError(problems)
+    return lines
+
+
+def _walk(
+    node: yaml.Node,
+    path: FieldPath,
+    lines: dict[FieldPath, int],
+    problems: list[Problem],
+    file: str | None,
+) -> None:
+    """Record the line of every field and report duplicate keys."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append(Problem((*path, key), "duplicate key", file, line))
+                continue
+            seen.add(key)
+            lines[(*path, key)] = line
+            _walk(value_node, (*path, key), lines, problems, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*path, index), lines, problems, file)

@@ -1,0 +1,833 @@
+"""Spec data → validated `ModelSpec` (Keras vocabulary, frozen), or a `SpecError` listing every problem.
+
+Two forms are accepted: a single layer (Keras arguments at the top level plus `type` and the
+input description) and a model (`name`, `input`, `layers`: a chain). Pydantic models define the
+argument set, defaults and the JSON Schema; the checks Keras makes that depend on the layer's
+rank or on several arguments (tuple lengths, `output_padding < strides`, strides with dilation,
+empty outputs, channel counts, weight shapes) are written out here, each with a field path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, WithJsonSchema
+
+from deconv_compiler import activations, geometry
+from deconv_compiler.errors import FieldPath, Problem, SpecError, format_path
+from deconv_compiler.keras_objects import (
+    CONSTRAINT,
+    INITIALIZER,
+    REGULARIZER,
+    KerasObject,
+    Vocabulary,
+    parse_keras_object,
+)
+from deconv_compiler.source import SpecSource, read_spec_file, source_from_mapping
+from deconv_compiler.weights import LayerWeights, load_layer_weights
+
+LAYER_TYPES: dict[str, int] = {
+    **{f"Conv{r}DTranspose": r for r in (1, 2, 3)},
+    **{f"Convolution{r}DTranspose": r for r in (1, 2, 3)},
+    **{f"layer_conv_{r}d_transpose": r for r in (1, 2, 3)},
+}
+DTYPES = ("float16", "float32", "float64")
+_REFUSED_DTYPES = {
+    "bfloat16": "onnxruntime has no ConvTranspose kernel for bfloat16 (CPU or CUDA)",
+}
+
+# --- the argument set (pydantic: defaults, simple types, unknown keys, JSON Schema) -------------
+
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+_INT_OR_LIST = {"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]}
+IntOrList = Annotated[Any, WithJsonSchema(_INT_OR_LIST)]
+OptionalIntOrList = Annotated[
+    Any, WithJsonSchema({"oneOf": [*_INT_OR_LIST["oneOf"], {"type": "null"}]})
+]
+
+
+def _identifier_schema(vocab: Vocabulary, nullable: bool) -> dict[str, Any]:
+    options: list[dict[str, Any]] = [
+        {"type": "string", "enum": vocab.names()},
+        {
+            "type": "object",
+            "properties": {
+                "class_name": {"type": "string", "enum": vocab.names()},
+                "config": {"type": "object"},
+                "module": {"type": "string"},
+                "registered_name": {"type": ["string", "null"]},
+            },
+            "required": ["class_name"],
+            "additionalProperties": False,
+        },
+    ]
+    if nullable:
+        options.append({"type": "null"})
+    return {"oneOf": options}
+
+
+Initializer = Annotated[Any, WithJsonSchema(_identifier_schema(INITIALIZER, nullable=True))]
+Regularizer = Annotated[Any, WithJsonSchema(_identifier_schema(REGULARIZER, nullable=True))]
+Constraint = Annotated[Any, WithJsonSchema(_identifier_schema(CONSTRAINT, nullable=True))]
+ActivationName = Annotated[
+    Any,
+    WithJsonSchema(
+        {"oneOf": [{"type": "string", "enum": list(activations.NAMES)}, {"type": "null"}]}
+    ),
+]
+Padding = Annotated[
+    Any, WithJsonSchema({"type": "string", "pattern": "^([vV][aA][lL][iI][dD]|[sS][aA][mM][eE])$"})
+]
+Shape = list[Annotated[int, Strict(), Field(gt=0)] | None]
+Weights = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {
+                    "type": "string",
+                    "description": ".npz path (relative to the spec) with `kernel` and `bias`",
+                },
+                {"type": "array", "description": "[kernel, bias] as nested lists, Keras layout"},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+
+
+class LayerArgs(BaseModel):
+    """A transposed-convolution layer: Keras' arguments, Keras' defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Layer")
+
+    type: Literal[tuple(LAYER_TYPES)] = "Conv2DTranspose"  # type: ignore[valid-type]
+    filters: PositiveInt
+    kernel_size: IntOrList
+    strides: IntOrList = 1
+    padding: Padding = "valid"
+    output_padding: OptionalIntOrList = None
+    data_format: Literal["channels_last", "channels_first"] | None = None
+    dilation_rate: IntOrList = 1
+    activation: ActivationName = None
+    use_bias: Annotated[bool, Strict()] = True
+    kernel_initializer: Initializer = "glorot_uniform"
+    bias_initializer: Initializer = "zeros"
+    kernel_regularizer: Regularizer = None
+    bias_regularizer: Regularizer = None
+    activity_regularizer: Regularizer = None
+    kernel_constraint: Constraint = None
+    bias_constraint: Constraint = None
+    input_shape: Shape | None = Field(None, description="input shape without the batch dimension")
+    batch_input_shape: Shape | None = Field(
+        None, description="input shape with the batch dimension"
+    )
+    batch_size: PositiveInt | None = None
+    dtype: Annotated[str, Strict()] | None = None
+    name: Annotated[str, Strict(), Field(min_length=1)] | None = None
+    trainable: Annotated[bool, Strict()] | None = None
+    weights: Weights = None
+    seed: Annotated[int, Strict(), Field(ge=0)] | None = Field(
+        None, description="not Keras: seed for this layer's initializers"
+    )
+
+
+class InputArgs(BaseModel):
+    """The model's input tensor, in Keras layout, batch dimension included."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Input")
+
+    shape: Shape
+    dtype: Annotated[str, Strict()] = "float32"
+    name: Annotated[str, Strict(), Field(min_length=1)] = "input"
+
+
+class ModelArgs(BaseModel):
+    """A chain of transposed-convolution layers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Model")
+
+    name: Annotated[str, Strict(), Field(min_length=1)] = "model"
+    input: InputArgs | None = None
+    layers: Annotated[
+        list[Any],
+        Field(min_length=1),
+        WithJsonSchema({"type": "array", "items": {"$ref": "#/$defs/Layer"}, "minItems": 1}),
+    ]
+    seed: Annotated[int, Strict(), Field(ge=0)] = 0
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a spec file (either form), generated from the models above."""
+    layer = LayerArgs.model_json_schema()
+    model = ModelArgs.model_json_schema(ref_template="#/$defs/{model}")
+    defs = {**layer.pop("$defs", {}), **model.pop("$defs", {}), "Layer": layer, "Model": model}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "deconv-compiler spec",
+        "description": "A Keras transposed-convolution layer, or a model made of a chain of them.",
+        "oneOf": [{"$ref": "#/$defs/Layer"}, {"$ref": "#/$defs/Model"}],
+        "$defs": defs,
+    }
+
+
+# --- the validated, frozen result ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSpec:
+    """One layer, every argument explicit and checked; shapes in Keras layout with batch."""
+
+    path: FieldPath
+    name: str
+    rank: int
+    filters: int
+    in_channels: int
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: Literal["valid", "same"]
+    output_padding: tuple[int, ...] | None
+    data_format: Literal["channels_last", "channels_first"]
+    dilation_rate: tuple[int, ...]
+    activation: str
+    use_bias: bool
+    kernel_initializer: KerasObject
+    bias_initializer: KerasObject
+    regularizers: Mapping[str, KerasObject | None]
+    constraints: Mapping[str, KerasObject | None]
+    trainable: bool
+    dtype: str
+    input_shape: tuple[int | None, ...]
+    output_shape: tuple[int | None, ...]
+    weights: LayerWeights | None
+    seed: int | None
+
+    @property
+    def type_name(self) -> str:
+        return f"Conv{self.rank}DTranspose"
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        """Keras' kernel layout: kernel_size + (filters, in_channels)."""
+        return (*self.kernel_size, self.filters, self.in_channels)
+
+    def keras_config(self) -> dict[str, Any]:
+        """The layer as Keras' `get_config()` would describe it (JSON-able)."""
+        none_or_json = {
+            k: (v.to_json() if v else None)
+            for k, v in {**self.regularizers, **self.constraints}.items()
+        }
+        return {
+            "class_name": self.type_name,
+            "config": {
+                "name": self.name,
+                "trainable": self.trainable,
+                "dtype": self.dtype,
+                "filters": self.filters,
+                "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides),
+                "padding": self.padding,
+                "output_padding": None
+                if self.output_padding is None
+                else list(self.output_padding),
+                "data_format": self.data_format,
+                "dilation_rate": list(self.dilation_rate),
+                "activation": self.activation,
+                "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer.to_json(),
+                "bias_initializer": self.bias_initializer.to_json(),
+                **none_or_json,
+            },
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """A validated chain of layers and its input."""
+
+    name: str
+    input_name: str
+    input_shape: tuple[int | None, ...]
+    input_dtype: str
+    layers: tuple[LayerSpec, ...]
+    seed: int
+    file: str | None = None
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        return self.layers[-1].output_shape
+
+    @property
+    def output_dtype(self) -> str:
+        return self.layers[-1].dtype
+
+    def keras_config(self) -> dict[str, Any]:
+        """The whole spec, normalized (no weight values), for the model's metadata."""
+        return {
+            "name": self.name,
+            "input": {
+                "name": self.input_name,
+                "shape": list(self.input_shape),
+                "dtype": self.input_dtype,
+            },
+            "seed": self.seed,
+            "layers": [layer.keras_config() for layer in self.layers],
+        }
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Problems:
+    source: SpecSource
+    found: list[Problem] = field(default_factory=list)
+
+    def add(self, path: FieldPath, message: str) -> None:
+        self.found.append(self.source.problem(path, message))
+
+
+def load_spec(spec: str | Path | Mapping[str, Any] | SpecSource) -> ModelSpec:
+    """Read (if a path) and validate a spec; raise `SpecError` with every problem found."""
+    if isinstance(spec, SpecSource):
+        source = spec
+    elif isinstance(spec, (str, Path)):
+        source = read_spec_file(spec)
+    elif isinstance(spec, Mapping):
+        source = source_from_mapping(spec, base_dir=Path.cwd())
+    else:
+        raise TypeError(f"load_spec takes a path or a mapping, got {type(spec).__name__}")
+    return parse_spec(source)
+
+
+def parse_spec(source: SpecSource) -> ModelSpec:
+    """Validate spec data (either form) into a `ModelSpec`."""
+    problems = _Problems(source)
+    data = source.data
+    if not isinstance(data, Mapping):
+        problems.add(
+            (), f"a spec must be a mapping (a layer, or a model with `layers`), got {_kind(data)}"
+        )
+        raise SpecError(problems.found)
+    if "layers" in data:
+        spec = _parse_model(data, problems)
+    else:
+        spec = _parse_single_layer(data, problems)
+    if problems.found or spec is None:
+        raise SpecError(problems.found)
+    return spec
+
+
+@dataclass(frozen=True)
+class _InputDescription:
+    shape: tuple[int | None, ...]
+    dtype: str | None
+    path: FieldPath
+
+
+def _parse_single_layer(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | None:
+    args = _pydantic(LayerArgs, data, (), problems)
+    seed = args.seed if args is not None and args.seed is not None else 0
+    described = _layer_input_description(data, (), problems)
+    if described is None and args is not None:
+        problems.add(
+            ("input_shape",), "required: give input_shape (without batch) or batch_input_shape"
+        )
+    name = data.get("name") if isinstance(data.get("name"), str) else None
+    dtype = (
+        _dtype(data.get("dtype"), ("dtype",), problems)
+        if data.get("dtype") is not None
+        else "float32"
+    )
+    layers = _parse_layers([(data, ())], described, problems)
+    if layers is None or described is None or dtype is None:
+        return None
+    return ModelSpec(
+        name=name or "model",
+        input_name="input",
+        input_shape=described.shape,
+        input_dtype=dtype,
+        layers=layers,
+        seed=seed,
+        file=problems.source.file,
+    )
+
+
+def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | None:
+    args = _pydantic(ModelArgs, data, (), problems)
+    raw_layers = data.get("layers")
+    if not isinstance(raw_layers, list):
+        return None
+    layer_items = [(layer, ("layers", i)) for i, layer in enumerate(raw_layers)]
+    described: _InputDescription | None = None
+    input_dtype: str | None = None
+    if args is not None and args.input is not None:
+        input_dtype = _dtype(args.input.dtype, ("input", "dtype"), problems)
+        described = _InputDescription(tuple(args.input.shape), input_dtype, ("input", "shape"))
+    if raw_layers and isinstance(raw_layers[0], Mapping):
+        first = _layer_input_description(raw_layers[0], ("layers", 0), problems)
+        if described is None:
+            described = first
+        elif first is not None and not _shapes_agree(first.shape, described.shape):
+            problems.add(
+                first.path,
+                f"disagrees with input.shape: {_fmt(first.shape)} vs {_fmt(described.shape)}",
+            )
+    if described is None and args is not None:
+        problems.add(
+            ("input",), "required: give input.shape (with batch), or input_shape on the first layer"
+        )
+    layers = _parse_layers(layer_items, described, problems)
+    if layers is None or described is None or args is None:
+        return None
+    return ModelSpec(
+        name=args.name,
+        input_name=args.input.name if args.input is not None else "input",
+        input_shape=described.shape,
+        input_dtype=input_dtype or described.dtype or layers[0].dtype,
+        layers=layers,
+        seed=args.seed,
+        file=problems.source.file,
+    )
+
+
+def _layer_input_description(
+    data: Mapping[str, Any], path: FieldPath, problems: _Problems
+) -> _InputDescription | None:
+    """A layer's R/Keras-2 input arguments as one full shape (batch first)."""
+    input_shape, batch_input_shape = data.get("input_shape"), data.get("batch_input_shape")
+    batch_size = data.get("batch_size")
+    if not _is_shape(input_shape) or not _is_shape(batch_input_shape) or not _is_size(batch_size):
+        return None  # type problems were reported by pydantic
+    dtype = data.get("dtype") if isinstance(data.get("dtype"), str) else None
+    if input_shape is not None and batch_input_shape is not None:
+        problems.add(
+            (*path, "batch_input_shape"), "give either input_shape or batch_input_shape, not both"
+        )
+        return None
+    if batch_input_shape is not None:
+        if (
+            batch_size is not None
+            and batch_input_shape
+            and batch_input_shape[0] not in (None, batch_size)
+        ):
+            problems.add(
+                (*path, "batch_size"),
+                f"{batch_size} disagrees with batch_input_shape[0]={batch_input_shape[0]}",
+            )
+        shape = tuple(batch_input_shape)
+        if shape and shape[0] is None and batch_size is not None:
+            shape = (batch_size, *shape[1:])
+        return _InputDescription(shape, dtype, (*path, "batch_input_shape"))
+    if input_shape is not None:
+        return _InputDescription((batch_size, *input_shape), dtype, (*path, "input_shape"))
+    return None
+
+
+def _parse_layers(
+    items: list[tuple[Any, FieldPath]], described: _InputDescription | None, problems: _Problems
+) -> tuple[LayerSpec, ...] | None:
+    """Validate each layer; chain shapes from the input through every layer."""
+    shape = described.shape if described is not None else None
+    shape_path = described.path if described is not None else None
+    layers: list[LayerSpec] = []
+    names: dict[str, FieldPath] = {}
+    counts: dict[int, int] = {}
+    ok = True
+    for index, (data, path) in enumerate(items):
+        if not isinstance(data, Mapping):
+            problems.add(path, f"a layer must be a mapping of Keras arguments, got {_kind(data)}")
+            ok = False
+            shape = None
+            continue
+        if index > 0:
+            later = _layer_input_description(data, path, problems)
+            if later is not None and shape is not None and not _shapes_agree(later.shape, shape):
+                problems.add(later.path, f"disagrees with this layer's actual input {_fmt(shape)}")
+        layer = _parse_layer(data, path, shape, shape_path, counts, problems)
+        if layer is None:
+            ok = False
+            shape = None
+            continue
+        if layer.name in names:
+            problems.add(
+                (*path, "name"),
+                f"layer name {layer.name!r} is already used by {_path_text(names[layer.name])}",
+            )
+            ok = False
+        names[layer.name] = path
+        layers.append(layer)
+        shape, shape_path = layer.output_shape, (*path,)
+    return tuple(layers) if ok and layers else None
+
+
+def _parse_layer(
+    data: Mapping[str, Any],
+    path: FieldPath,
+    input_shape: tuple[int | None, ...] | None,
+    input_path: FieldPath | None,
+    counts: dict[int, int],
+    problems: _Problems,
+) -> LayerSpec | None:
+    before = len(problems.found)
+    if "groups" in data:
+        problems.add((*path, "groups"), "Keras 3 transposed convolutions have no `groups` argument")
+    args = _pydantic(LayerArgs, {k: v for k, v in data.items() if k != "groups"}, path, problems)
+    rank = (
+        LAYER_TYPES.get(data.get("type", "Conv2DTranspose"))
+        if isinstance(data.get("type", ""), str)
+        else None
+    )
+
+    def tuple_arg(
+        name: str, default: Any, minimum: int, nullable: bool = False
+    ) -> tuple[int, ...] | None:
+        value = data.get(name, default)
+        if nullable and value is None:
+            return None
+        return _int_tuple(value, rank, name, minimum, (*path, name), problems) if rank else None
+
+    kernel_size = tuple_arg("kernel_size", None, 1) if "kernel_size" in data else None
+    strides = tuple_arg("strides", 1, 1)
+    dilation = tuple_arg("dilation_rate", 1, 1)
+    output_padding = tuple_arg("output_padding", None, 0, nullable=True)
+    padding = _padding(data.get("padding", "valid"), (*path, "padding"), problems)
+    activation = _activation(data.get("activation"), (*path, "activation"), problems)
+    dtype = (
+        _dtype(data["dtype"], (*path, "dtype"), problems)
+        if data.get("dtype") is not None
+        else "float32"
+    )
+
+    def keras_object(name: str, vocab: Vocabulary, default: Any) -> KerasObject | None:
+        value = data.get(name, default)
+        if value is None:
+            return None
+        return parse_keras_object(value, vocab, (*path, name), problems.add)
+
+    # Keras: `bias_initializer=None` falls back to the variable default, glorot_uniform (not zeros).
+    kernel_init = keras_object("kernel_initializer", INITIALIZER, "glorot_uniform") or (
+        None if data.get("kernel_initializer") is not None else _default_initializer()
+    )
+    bias_init = keras_object("bias_initializer", INITIALIZER, "zeros") or (
+        None if data.get("bias_initializer", "zeros") is not None else _default_initializer()
+    )
+    regularizers = {
+        name: keras_object(name, REGULARIZER, None)
+        for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer")
+    }
+    constraints = {
+        name: keras_object(name, CONSTRAINT, None)
+        for name in ("kernel_constraint", "bias_constraint")
+    }
+
+    if strides and dilation and any(s > 1 for s in strides) and any(d > 1 for d in dilation):
+        problems.add(
+            (*path, "dilation_rate"),
+            f"`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
+            f"Received: strides={strides} and dilation_rate={dilation}",
+        )
+    if strides and output_padding is not None:
+        for axis, (op, s) in enumerate(zip(output_padding, strides, strict=True)):
+            if op >= s:
+                problems.add(
+                    (*path, "output_padding", axis)
+                    if isinstance(data.get("output_padding"), list)
+                    else (*path, "output_padding"),
+                    f"must be strictly less than strides: output_padding={output_padding}, strides={strides}",
+                )
+    if args is None or len(problems.found) > before or rank is None:
+        return None
+    assert kernel_size and strides and dilation and padding and activation and dtype
+    assert kernel_init is not None and bias_init is not None
+
+    data_format = args.data_format or "channels_last"
+    counts[rank] = counts.get(rank, 0) + 1
+    name = args.name or f"conv{rank}d_transpose" + (
+        f"_{counts[rank] - 1}" if counts[rank] > 1 else ""
+    )
+    if input_shape is None or input_path is None:
+        return None
+    in_channels, output_shape = _chain_shapes(
+        input_shape, input_path, rank, data_format, args.filters, kernel_size, strides, dilation,
+        padding, output_padding, path, problems,
+    )  # fmt: skip
+    if in_channels is None or output_shape is None:
+        return None
+    if activations.ACTIVATIONS[activation].needs_even_axis:
+        axis_size = output_shape[-1]
+        if axis_size is not None and axis_size % 2:
+            problems.add(
+                (*path, "activation"),
+                f"glu splits the last axis in two halves; its size is {axis_size} (odd): "
+                f"output shape {_fmt(output_shape)}",
+            )
+            return None
+    weights = None
+    if args.weights is not None:
+        kernel_shape = (*kernel_size, args.filters, in_channels)
+        weights = load_layer_weights(
+            args.weights,
+            kernel_shape,
+            args.use_bias,
+            problems.source.base_dir,
+            (*path, "weights"),
+            problems.add,
+        )
+        if weights is None:
+            return None
+    return LayerSpec(
+        path=path,
+        name=name,
+        rank=rank,
+        filters=args.filters,
+        in_channels=in_channels,
+        kernel_size=kernel_size,
+        strides=strides,
+        padding=padding,
+        output_padding=output_padding,
+        data_format=data_format,
+        dilation_rate=dilation,
+        activation=activation,
+        use_bias=args.use_bias,
+        kernel_initializer=kernel_init,
+        bias_initializer=bias_init,
+        regularizers=regularizers,
+        constraints=constraints,
+        trainable=True if args.trainable is None else args.trainable,
+        dtype=dtype,
+        input_shape=input_shape,
+        output_shape=output_shape,
+        weights=weights,
+        seed=args.seed,
+    )
+
+
+def _chain_shapes(
+    input_shape: tuple[int | None, ...],
+    input_path: FieldPath,
+    rank: int,
+    data_format: str,
+    filters: int,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilation: tuple[int, ...],
+    padding: str,
+    output_padding: tuple[int, ...] | None,
+    path: FieldPath,
+    problems: _Problems,
+) -> tuple[int | None, tuple[int | None, ...] | None]:
+    """Input channels and Keras' output shape of one layer, or problems."""
+    if len(input_shape) != rank + 2:
+        problems.add(
+            input_path,
+            f"Conv{rank}DTranspose expects a rank-{rank + 2} input (batch, {rank} spatial, channels); "
+            f"got shape {_fmt(input_shape)} of rank {len(input_shape)}",
+        )
+        return None, None
+    channels_last = data_format == "channels_last"
+    channels = input_shape[-1] if channels_last else input_shape[1]
+    spatial = input_shape[1:-1] if channels_last else input_shape[2:]
+    if channels is None:
+        problems.add(
+            input_path,
+            f"the channel dimension must be known, got shape {_fmt(input_shape)} ({data_format})",
+        )
+        return None, None
+    out_spatial: list[int | None] = []
+    for axis, length in enumerate(spatial):
+        if length is None:
+            out_spatial.append(None)
+            continue
+        op = None if output_padding is None else output_padding[axis]
+        out = geometry.output_length(
+            length, kernel_size[axis], strides[axis], dilation[axis], padding, op
+        )
+        if out <= 0:
+            problems.add(
+                (*path, "output_padding") if op is not None else path,
+                f"the output would be empty along spatial axis {axis}: length {out} from input length "
+                f"{length}, kernel_size {kernel_size[axis]}, strides {strides[axis]}, padding {padding!r}, "
+                f"output_padding {op} (Keras' own result is an empty tensor; onnxruntime refuses it)",
+            )
+            return None, None
+        out_spatial.append(out)
+    batch = input_shape[0]
+    shape = (batch, *out_spatial, filters) if channels_last else (batch, filters, *out_spatial)
+    return channels, shape
+
+
+# --- small checks ----------------------------------------------------------------------------
+
+
+def _default_initializer() -> KerasObject:
+    return KerasObject("GlorotUniform", {"seed": None, "input_axes": None, "output_axes": None})
+
+
+def _int_tuple(
+    value: Any, rank: int, name: str, minimum: int, path: FieldPath, problems: _Problems
+) -> tuple[int, ...] | None:
+    """Keras' `standardize_tuple`: an int (broadcast) or exactly `rank` ints, each >= minimum."""
+    if _is_int(value):
+        values, item_paths = [value] * rank, [path] * rank
+    elif isinstance(value, (list, tuple)):
+        if len(value) != rank:
+            problems.add(
+                path,
+                f"must be an integer or a list of {rank} integers, got {len(value)} values: {list(value)}",
+            )
+            return None
+        values, item_paths = list(value), [(*path, i) for i in range(rank)]
+    else:
+        problems.add(
+            path, f"must be an integer or a list of {rank} integers, got {value!r} ({_kind(value)})"
+        )
+        return None
+    ok = True
+    for item, item_path in zip(values, item_paths, strict=True):
+        if not _is_int(item):
+            problems.add(item_path, f"must be an integer, got {item!r} ({_kind(item)})")
+            ok = False
+        elif item < minimum:
+            problems.add(item_path, f"must be >= {minimum}, got {item}")
+            ok = False
+        if item_path == path and not ok:
+            break  # a broadcast scalar: one message is enough
+    return tuple(values) if ok else None
+
+
+def _padding(value: Any, path: FieldPath, problems: _Problems) -> Literal["valid", "same"] | None:
+    if isinstance(value, str) and value.lower() in ("valid", "same"):
+        return "valid" if value.lower() == "valid" else "same"
+    problems.add(path, f"must be 'valid' or 'same' (case-insensitive), got {value!r}")
+    return None
+
+
+def _activation(value: Any, path: FieldPath, problems: _Problems) -> str | None:
+    if value is None:
+        return "linear"
+    if not isinstance(value, str):
+        problems.add(path, f"must be an activation name or null, got {value!r} ({_kind(value)})")
+        return None
+    name = activations.canonical_activation(value)
+    if name is not None:
+        return name
+    if value in activations.REFUSED:
+        problems.add(path, f"{value!r} {activations.REFUSED[value]}")
+        return None
+    hint = difflib.get_close_matches(value.lower(), activations.NAMES, n=1)
+    suffix = f"; did you mean {hint[0]!r}? (names are case-sensitive)" if hint else ""
+    problems.add(path, f"unknown activation {value!r}{suffix}")
+    return None
+
+
+def _dtype(value: Any, path: FieldPath, problems: _Problems) -> str | None:
+    if value in DTYPES:
+        return str(value)
+    if isinstance(value, str) and value in _REFUSED_DTYPES:
+        problems.add(path, f"{value!r} is not supported: {_REFUSED_DTYPES[value]}")
+    elif isinstance(value, str) and value.startswith("mixed_"):
+        problems.add(
+            path, f"dtype policy {value!r} is not supported yet; use one of {', '.join(DTYPES)}"
+        )
+    else:
+        problems.add(path, f"must be one of {', '.join(DTYPES)}, got {value!r}")
+    return None
+
+
+_PYDANTIC_MESSAGES = {
+    "missing": lambda e: "required argument is missing",
+    "int_type": lambda e: f"must be an integer, got {_show(e['input'])}",
+    "bool_type": lambda e: f"must be true or false, got {_show(e['input'])}",
+    "string_type": lambda e: f"must be a string, got {_show(e['input'])}",
+    "list_type": lambda e: f"must be a list, got {_show(e['input'])}",
+    "greater_than": lambda e: f"must be >= {e['ctx']['gt'] + 1}, got {e['input']!r}",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}, got {e['input']!r}",
+    "string_too_short": lambda e: "must not be empty",
+    "too_short": lambda e: f"must have at least {e['ctx']['min_length']} item(s)",
+    "literal_error": lambda e: f"must be one of {e['ctx']['expected']}, got {_show(e['input'])}",
+    "model_type": lambda e: f"must be a mapping, got {_show(e['input'])}",
+    "model_attributes_type": lambda e: f"must be a mapping, got {_show(e['input'])}",
+}
+
+
+def _pydantic(
+    model: type[Any], data: Mapping[str, Any], path: FieldPath, problems: _Problems
+) -> Any:
+    """Validate with a pydantic model, turning its errors into our problems."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = tuple(
+                part for part in error["loc"] if not (isinstance(part, str) and part[:1] in "[<")
+            )
+            if error["type"] == "extra_forbidden":
+                key = str(loc[-1])
+                known = list(model.model_fields)
+                hint = difflib.get_close_matches(key, known, n=1)
+                suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+                problems.add(
+                    (*path, *loc),
+                    f"unrecognized argument {key!r} (Keras rejects unknown keyword arguments){suffix}",
+                )
+                continue
+            render = _PYDANTIC_MESSAGES.get(error["type"])
+            problems.add((*path, *loc), render(error) if render else error["msg"])
+        return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_size(value: Any) -> bool:
+    return value is None or (_is_int(value) and value > 0)
+
+
+def _is_shape(value: Any) -> bool:
+    return value is None or (isinstance(value, (list, tuple)) and all(_is_size(v) for v in value))
+
+
+def _shapes_agree(a: tuple[int | None, ...], b: tuple[int | None, ...]) -> bool:
+    return len(a) == len(b) and all(
+        x is None or y is None or x == y for x, y in zip(a, b, strict=True)
+    )
+
+
+def _fmt(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape}"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    text = (
+        json.dumps(value)
+        if isinstance(value, (str, int, float, bool, type(None)))
+        else _kind(value)
+    )
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _path_text(path: FieldPath) -> str:
+    return format_path(path)

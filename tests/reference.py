@@ -1,0 +1,429 @@
+"""Independent float64 numpy reference for Keras 3 `Conv{1,2,3}DTranspose` and its activations.
+
+This module is the test oracle for the compiler. It shares no code with `deconv_compiler` and is
+written from the definitions, not from either implementation:
+
+* A transposed convolution *scatters* every input pixel, multiplied by the (dilated) kernel,
+  into a "full" buffer of length `(i - 1) * s + ke` per axis (`ke = (k - 1) * d + 1`). Keras then
+  keeps a window of `L` samples of that buffer (`L` from `keras_output_length`), starting at
+  `keras_crop_start`. When `L` reaches past the end of the buffer (`valid` with `k < s`, or an
+  `output_padding`), the missing tail is zeros, and the bias is added there too.
+* Activations follow the Keras 3.15.1 jax-backend formulas (keras/src/activations/activations.py,
+  keras/src/backend/jax/nn.py, jax.nn), in float64, with Keras' default arguments.
+
+Everything is computed in float64 so that it can judge float32 results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+
+try:  # scipy ships with jax; fall back to the (slower) scalar math.erfc without it.
+    from scipy.special import erfc as _scipy_erfc
+except ImportError:  # pragma: no cover - exercised only without scipy
+    _scipy_erfc = None
+
+PADDINGS = ("valid", "same")
+DATA_FORMATS = ("channels_last", "channels_first")
+
+# SELU constants (Klambauer et al. 2017), as written in jax.nn.selu.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry (one spatial axis at a time)
+# --------------------------------------------------------------------------------------------
+
+
+def dilated_kernel_extent(k: int, d: int) -> int:
+    """Number of samples a kernel of `k` taps spans at dilation `d`: `(k - 1) * d + 1`."""
+    return (k - 1) * d + 1
+
+
+def full_length(i: int, k: int, s: int, d: int) -> int:
+    """Length of the un-cropped scatter buffer: the last input sample lands at `(i - 1) * s`,
+    and its kernel footprint reaches `ke - 1` further."""
+    return (i - 1) * s + dilated_kernel_extent(k, d)
+
+
+def keras_output_length(i: int, k: int, s: int, d: int, padding: str, op: int | None) -> int:
+    """Keras' output length along one axis (facts.md §1).
+
+    `op` is Keras' `output_padding` for this axis; `None` is *not* 0: it lets Keras pick the
+    length (`valid` -> `(i-1)*s + max(ke, s)`, `same` -> `i*s`). With an explicit `op`, `valid`
+    grows the full buffer by `op` and `same` gives `(i-1)*s + ke%2 + op`, which can be 0.
+    """
+    _check_padding(padding)
+    ke = dilated_kernel_extent(k, d)
+    if padding == "valid":
+        return (i - 1) * s + (max(ke, s) if op is None else ke + op)
+    return i * s if op is None else (i - 1) * s + ke % 2 + op
+
+
+def keras_crop_start(k: int, s: int, d: int, padding: str, op: int | None) -> int:
+    """Index in the full scatter buffer of Keras' first output sample along one axis.
+
+    Keras (jax backend) runs the transposed convolution as a stride-dilated *forward*
+    convolution of the input padded by `(left, right)` zeros. With `left = ke - 1` the result
+    would start exactly at the full buffer's first sample; every unit of left padding less
+    shifts the window one sample to the right, so the crop start is `ke - 1 - left`.
+
+    Keras' `left`: `valid` always pads `ke - 1` (no crop at the start). `same` first works out
+    the total padding `pad_len` that yields the Keras length (`s + ke - 2` when `op` is None,
+    `ke + ke%2 - 2 + op` otherwise), puts the larger half on the left, and caps it at `ke - 1`.
+    """
+    _check_padding(padding)
+    ke = dilated_kernel_extent(k, d)
+    if padding == "valid":
+        left = ke - 1
+    else:
+        pad_len = s + ke - 2 if op is None else ke + ke % 2 - 2 + op
+        left = min(-(-pad_len // 2), ke - 1)  # ceil(pad_len / 2), capped
+    return ke - 1 - left
+
+
+def _check_padding(padding: str) -> None:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS} (lowercase), got {padding!r}")
+
+
+def _check_data_format(data_format: str) -> None:
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Transposed convolution
+# --------------------------------------------------------------------------------------------
+
+
+def conv_transpose(
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None,
+    *,
+    strides: Sequence[int],
+    padding: str,
+    output_padding: Sequence[int] | None,
+    dilation_rate: Sequence[int],
+    data_format: str,
+) -> FloatArray:
+    """Keras `ConvNDTranspose` (without activation) in float64, from the scatter-add definition.
+
+    Args:
+        x: input in Keras layout: `(N, *spatial, C)` for channels_last, `(N, C, *spatial)` for
+            channels_first; 1, 2 or 3 spatial axes.
+        kernel: Keras layout `kernel_size + (filters, C)`; no spatial flip is involved.
+        bias: `(filters,)` or None.
+        strides, dilation_rate: one int per spatial axis.
+        padding: "valid" or "same" (lowercase).
+        output_padding: None (Keras' default) or one int per spatial axis.
+        data_format: "channels_last" or "channels_first".
+
+    Returns:
+        The layer output in the same layout as `x`, float64.
+    """
+    _check_padding(padding)
+    _check_data_format(data_format)
+    x64 = np.asarray(x, dtype=np.float64)
+    w64 = np.asarray(kernel, dtype=np.float64)
+    rank = w64.ndim - 2
+    if rank not in (1, 2, 3) or x64.ndim != rank + 2:
+        raise ValueError(f"kernel rank {w64.ndim} and input rank {x64.ndim} do not match 1-3D")
+    per_axis_ops: Sequence[int | None] = (
+        (None,) * rank if output_padding is None else tuple(output_padding)
+    )
+    for name, values in (
+        ("strides", strides),
+        ("dilation_rate", dilation_rate),
+        ("output_padding", per_axis_ops),
+    ):
+        if len(values) != rank:
+            raise ValueError(f"{name} needs {rank} entries, got {values!r}")
+
+    x_cl = _to_channels_last(x64, data_format)
+    kernel_size = w64.shape[:rank]
+    if x_cl.shape[-1] != w64.shape[-1]:
+        raise ValueError(f"input has {x_cl.shape[-1]} channels, kernel expects {w64.shape[-1]}")
+
+    full = _scatter_full(x_cl, w64, tuple(strides), tuple(dilation_rate))
+    in_sizes = x_cl.shape[1:-1]
+    lengths = [
+        keras_output_length(i, k, s, d, padding, op)
+        for i, k, s, d, op in zip(in_sizes, kernel_size, strides, dilation_rate, per_axis_ops)
+    ]
+    starts = [
+        keras_crop_start(k, s, d, padding, op)
+        for k, s, d, op in zip(kernel_size, strides, dilation_rate, per_axis_ops)
+    ]
+    out = _window(full, starts, lengths)
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64)  # broadcasts over the trailing channel axis
+    return _from_channels_last(out, data_format)
+
+
+def _to_channels_last(x: FloatArray, data_format: str) -> FloatArray:
+    """Move the channel axis to the end (no-op for channels_last)."""
+    return x if data_format == "channels_last" else np.moveaxis(x, 1, -1)
+
+
+def _from_channels_last(x: FloatArray, data_format: str) -> FloatArray:
+    """Inverse of `_to_channels_last`; returns a contiguous array."""
+    y = x if data_format == "channels_last" else np.moveaxis(x, -1, 1)
+    return np.ascontiguousarray(y)
+
+
+def _scatter_full(
+    x_cl: FloatArray, kernel: FloatArray, strides: tuple[int, ...], dilations: tuple[int, ...]
+) -> FloatArray:
+    """Un-cropped transposed convolution of a channels_last input, shape `(N, *full, filters)`.
+
+    Definition: input sample `j` (per axis) times kernel tap `t` lands at `j * s + t * d`.
+    For a fixed tap, the input grid maps onto a strided slice of the buffer, so one matmul
+    over channels per tap does all pixels at once.
+    """
+    rank = kernel.ndim - 2
+    kernel_size = kernel.shape[:rank]
+    filters = kernel.shape[rank]
+    in_sizes = x_cl.shape[1:-1]
+    full_shape = tuple(
+        full_length(i, k, s, d) for i, k, s, d in zip(in_sizes, kernel_size, strides, dilations)
+    )
+    buf = np.zeros((x_cl.shape[0], *full_shape, filters), dtype=np.float64)
+    for tap in np.ndindex(*kernel_size):
+        contribution = x_cl @ kernel[tap].T  # (N, *spatial, C) @ (C, filters)
+        region = tuple(
+            slice(t * d, t * d + (i - 1) * s + 1, s)
+            for t, d, i, s in zip(tap, dilations, in_sizes, strides)
+        )
+        buf[(slice(None), *region, slice(None))] += contribution
+    return buf
+
+
+def _window(full: FloatArray, starts: Sequence[int], lengths: Sequence[int]) -> FloatArray:
+    """Samples `[start, start + length)` of each spatial axis of `full`, zeros beyond its end."""
+    out = np.zeros((full.shape[0], *lengths, full.shape[-1]), dtype=np.float64)
+    src: list[slice] = []
+    dst: list[slice] = []
+    for start, length, size in zip(starts, lengths, full.shape[1:-1]):
+        kept = max(0, min(length, size - start))
+        src.append(slice(start, start + kept))
+        dst.append(slice(0, kept))
+    out[(slice(None), *dst, slice(None))] = full[(slice(None), *src, slice(None))]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Activations (Keras 3 string names)
+# --------------------------------------------------------------------------------------------
+
+
+def _erfc(x: FloatArray) -> FloatArray:
+    """Complementary error function, elementwise."""
+    if _scipy_erfc is not None:
+        return np.asarray(_scipy_erfc(x), dtype=np.float64)
+    return np.vectorize(math.erfc, otypes=[np.float64])(x)  # pragma: no cover
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    """Logistic function without overflow: both branches use `exp(-|x|) <= 1`."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(x: FloatArray) -> FloatArray:
+    """`log(1 + exp(x))`, computed as `logaddexp(x, 0)` (jax.nn.softplus)."""
+    return np.logaddexp(x, 0.0)
+
+
+def _exponential(x: FloatArray) -> FloatArray:
+    """`exp(x)`; overflow to +inf is the intended result (as in float32 Keras), not an error."""
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
+def _elu(x: FloatArray, alpha: float = 1.0) -> FloatArray:
+    """`x` for `x > 0`, else `alpha * (exp(x) - 1)` (expm1 of the clipped value: no overflow)."""
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+def _celu(x: FloatArray, alpha: float = 1.0) -> FloatArray:
+    """`max(x, 0) + alpha * expm1(min(x, 0) / alpha)` (jax.nn.celu, Keras default alpha 1)."""
+    return np.maximum(x, 0.0) + alpha * np.expm1(np.minimum(x, 0.0) / alpha)
+
+
+def _gelu_exact(x: FloatArray) -> FloatArray:
+    """Exact GELU, `x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2))`: Keras' activation uses
+    `approximate=False` (the backend op's own default, tanh form, is *not* what the string
+    activation uses). erfc keeps the far negative tail accurate."""
+    return 0.5 * x * _erfc(-x / math.sqrt(2.0))
+
+
+def _hard_sigmoid(x: FloatArray) -> FloatArray:
+    """Keras 3 hard sigmoid `clip(x / 6 + 0.5, 0, 1)` (Keras 2 used slope 0.2)."""
+    return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+
+
+def _sparse_plus(x: FloatArray) -> FloatArray:
+    """0 for `x <= -1`, `x` for `x >= 1`, `(x + 1)^2 / 4` in between."""
+    return np.where(x <= -1.0, 0.0, np.where(x >= 1.0, x, (x + 1.0) ** 2 / 4.0))
+
+
+def _squareplus(x: FloatArray, b: float = 4.0) -> FloatArray:
+    """`(x + sqrt(x^2 + b)) / 2`, Keras default `b = 4`."""
+    return (x + np.sqrt(x * x + b)) / 2.0
+
+
+def _softmax_last(x: FloatArray) -> FloatArray:
+    """Softmax over the last axis, shifted by the max for stability."""
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def _log_softmax_last(x: FloatArray) -> FloatArray:
+    """`x - logsumexp(x)` over the last axis."""
+    shifted = x - np.max(x, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def _glu_last(x: FloatArray) -> FloatArray:
+    """Gated linear unit over the last axis: first half times sigmoid of the second half."""
+    n = x.shape[-1]
+    if n % 2:
+        raise ValueError(f"glu needs an even size along axis -1, got {n}")
+    return x[..., : n // 2] * _sigmoid(x[..., n // 2 :])
+
+
+def _sparsemax_support(x: FloatArray) -> tuple[FloatArray, FloatArray, NDArray[np.int64]]:
+    """Shared first half of sparsemax over the last axis.
+
+    Returns the values sorted in descending order `z`, their running sums `c`, and the support
+    size `k = #{j : 1 + j * z_j > c_j}` (1-based `j`; always >= 1) with a trailing axis kept.
+    """
+    z = -np.sort(-x, axis=-1)
+    c = np.cumsum(z, axis=-1)
+    j = np.arange(1, x.shape[-1] + 1, dtype=np.float64)
+    in_support = 1.0 + j * z > c
+    k = np.sum(in_support, axis=-1, keepdims=True).astype(np.int64)
+    return z, c, k
+
+
+def sparsemax_exact(x: FloatArray) -> FloatArray:
+    """Sparsemax (Martins & Astudillo 2016) over the last axis: the Euclidean projection onto
+    the probability simplex, `max(x - tau, 0)` with `tau = (c_k - 1) / k`. Rows sum to 1.
+
+    This is what Keras computes after keras-team/keras#23469 (fix for #23425), *not* what the
+    pinned Keras 3.15.1 computes; see `sparsemax_keras_3_15`.
+    """
+    _, c, k = _sparsemax_support(x)
+    tau = (np.take_along_axis(c, k - 1, axis=-1) - 1.0) / k
+    return np.maximum(x - tau, 0.0)
+
+
+def sparsemax_keras_3_15(x: FloatArray) -> FloatArray:
+    """Keras 3.15.1's sparsemax over the last axis, bug included (keras-team/keras#23425).
+
+    Every 3.15.1 backend sets `tau = (sum_{j <= k} c_j - 1) / k`: the sum of the running sums
+    over the support instead of the k-th running sum. It agrees with `sparsemax_exact` only
+    when the support has one element; otherwise rows no longer sum to 1 (e.g. [1, .5, 0] gives
+    [.25, 0, 0] instead of [.75, .25, 0]).
+    """
+    _, c, k = _sparsemax_support(x)
+    j = np.arange(1, x.shape[-1] + 1)
+    summed = np.sum(np.where(j <= k, c, 0.0), axis=-1, keepdims=True)
+    tau = (summed - 1.0) / k
+    return np.maximum(x - tau, 0.0)
+
+
+_ELEMENTWISE: dict[str, Callable[[FloatArray], FloatArray]] = {
+    "celu": _celu,
+    "elu": _elu,
+    "exponential": _exponential,
+    "gelu": _gelu_exact,
+    "hard_shrink": lambda x: np.where(np.abs(x) > 0.5, x, 0.0),
+    "hard_sigmoid": _hard_sigmoid,
+    "hard_silu": lambda x: x * _hard_sigmoid(x),
+    "hard_swish": lambda x: x * _hard_sigmoid(x),  # Keras alias of hard_silu
+    "hard_tanh": lambda x: np.clip(x, -1.0, 1.0),
+    "leaky_relu": lambda x: np.where(x >= 0, x, 0.2 * x),  # Keras default slope 0.2
+    "linear": lambda x: x,
+    "log_sigmoid": lambda x: -_softplus(-x),
+    "mish": lambda x: x * np.tanh(_softplus(x)),
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "selu": lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
+    "sigmoid": _sigmoid,
+    "silu": lambda x: x * _sigmoid(x),
+    "soft_shrink": lambda x: np.where(x > 0.5, x - 0.5, np.where(x < -0.5, x + 0.5, 0.0)),
+    "softplus": _softplus,
+    "softsign": lambda x: x / (np.abs(x) + 1.0),
+    "sparse_plus": _sparse_plus,
+    "sparse_sigmoid": lambda x: 0.5 * np.clip(x + 1.0, 0.0, 2.0),
+    "squareplus": _squareplus,
+    "swish": lambda x: x * _sigmoid(x),  # Keras alias of silu
+    "tanh": np.tanh,
+    "tanh_shrink": lambda x: x - np.tanh(x),
+}
+
+# Activations that act along Keras axis -1 (channels for channels_last, the last spatial axis
+# for channels_first).
+_ALONG_LAST_AXIS: dict[str, Callable[[FloatArray], FloatArray]] = {
+    "glu": _glu_last,
+    "log_softmax": _log_softmax_last,
+    "softmax": _softmax_last,
+    "sparsemax": sparsemax_keras_3_15,
+}
+
+ACTIVATION_NAMES: tuple[str, ...] = tuple(sorted({**_ELEMENTWISE, **_ALONG_LAST_AXIS}))
+"""The 31 Keras 3 activation strings this reference (and the compiler) support."""
+
+AXIS_ACTIVATIONS: tuple[str, ...] = tuple(sorted(_ALONG_LAST_AXIS))
+"""Activations that reduce along Keras axis -1 instead of acting elementwise."""
+
+
+def activation(
+    name: str, x: ArrayLike, data_format: str, *, exact_sparsemax: bool = False
+) -> FloatArray:
+    """Apply the Keras 3 activation called `name` to a Keras-layout tensor, in float64.
+
+    `data_format` is documentation only: the axis-based activations (softmax, log_softmax, glu,
+    sparsemax) always use axis -1 of the Keras-layout tensor, which is the channel axis for
+    channels_last and the last spatial axis for channels_first; `glu` halves that axis.
+
+    `sparsemax` reproduces pinned Keras 3.15.1 by default (see `sparsemax_keras_3_15`); pass
+    `exact_sparsemax=True` for the true simplex projection that later Keras computes.
+    """
+    _check_data_format(data_format)
+    x64 = np.asarray(x, dtype=np.float64)
+    if name == "sparsemax" and exact_sparsemax:
+        return sparsemax_exact(x64)
+    fn = _ELEMENTWISE.get(name) or _ALONG_LAST_AXIS.get(name)
+    if fn is None:
+        raise ValueError(f"unknown Keras activation {name!r}; known: {', '.join(ACTIVATION_NAMES)}")
+    return np.asarray(fn(x64), dtype=np.float64)
+
+
+def layer(
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None,
+    *,
+    activation_name: str | None = None,
+    **conv_args: Any,
+) -> FloatArray:
+    """A whole Keras conv-transpose layer: `conv_transpose` (+ bias) then the activation.
+
+    `conv_args` are `conv_transpose`'s keyword arguments; `activation_name` None means linear.
+    """
+    y = conv_transpose(x, kernel, bias, **conv_args)
+    if activation_name is None:
+        return y
+    return activation(activation_name, y, conv_args["data_format"])
