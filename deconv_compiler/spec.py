@@ -155,11 +155,7 @@ class ModelArgs(BaseModel):
 
     name: Annotated[str, Strict(), Field(min_length=1)] = "model"
     input: InputArgs | None = None
-    layers: Annotated[
-        list[Any],
-        Field(min_length=1),
-        WithJsonSchema({"type": "array", "items": {"$ref": "#/$defs/Layer"}, "minItems": 1}),
-    ]
+    layers: Annotated[list[Any], Field(min_length=1, description="the chain, first layer first")]
     seed: Annotated[int, Strict(), Field(ge=0)] = 0
 
 
@@ -167,6 +163,7 @@ def spec_json_schema() -> dict[str, Any]:
     """The JSON Schema of a spec file (either form), generated from the models above."""
     layer = LayerArgs.model_json_schema()
     model = ModelArgs.model_json_schema(ref_template="#/$defs/{model}")
+    model["properties"]["layers"]["items"] = {"$ref": "#/$defs/Layer"}
     defs = {**layer.pop("$defs", {}), **model.pop("$defs", {}), "Layer": layer, "Model": model}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -320,7 +317,8 @@ def parse_spec(source: SpecSource) -> ModelSpec:
     else:
         spec = _parse_single_layer(data, problems)
     if problems.found or spec is None:
-        raise SpecError(problems.found)
+        # in file order where lines are known; the sort is stable for the rest
+        raise SpecError(sorted(problems.found, key=lambda p: p.line if p.line is not None else 0))
     return spec
 
 
@@ -332,29 +330,19 @@ class _InputDescription:
 
 
 def _parse_single_layer(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | None:
-    args = _pydantic(LayerArgs, data, (), problems)
-    seed = args.seed if args is not None and args.seed is not None else 0
     described = _layer_input_description(data, (), problems)
-    if described is None and args is not None:
-        problems.add(
-            ("input_shape",), "required: give input_shape (without batch) or batch_input_shape"
-        )
-    name = data.get("name") if isinstance(data.get("name"), str) else None
-    dtype = (
-        _dtype(data.get("dtype"), ("dtype",), problems)
-        if data.get("dtype") is not None
-        else "float32"
-    )
+    if described is None and data.get("input_shape") is None and data.get("batch_input_shape") is None:
+        problems.add(("input_shape",), "required: give input_shape (without batch) or batch_input_shape")
     layers = _parse_layers([(data, ())], described, problems)
-    if layers is None or described is None or dtype is None:
+    if layers is None or described is None:
         return None
     return ModelSpec(
-        name=name or "model",
+        name=layers[0].name,
         input_name="input",
         input_shape=described.shape,
-        input_dtype=dtype,
+        input_dtype=layers[0].dtype,
         layers=layers,
-        seed=seed,
+        seed=0,
         file=problems.source.file,
     )
 

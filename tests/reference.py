@@ -158,11 +158,13 @@ def conv_transpose(
     in_sizes = x_cl.shape[1:-1]
     lengths = [
         keras_output_length(i, k, s, d, padding, op)
-        for i, k, s, d, op in zip(in_sizes, kernel_size, strides, dilation_rate, per_axis_ops)
+        for i, k, s, d, op in zip(
+            in_sizes, kernel_size, strides, dilation_rate, per_axis_ops, strict=True
+        )
     ]
     starts = [
         keras_crop_start(k, s, d, padding, op)
-        for k, s, d, op in zip(kernel_size, strides, dilation_rate, per_axis_ops)
+        for k, s, d, op in zip(kernel_size, strides, dilation_rate, per_axis_ops, strict=True)
     ]
     out = _window(full, starts, lengths)
     if bias is not None:
@@ -195,14 +197,15 @@ def _scatter_full(
     filters = kernel.shape[rank]
     in_sizes = x_cl.shape[1:-1]
     full_shape = tuple(
-        full_length(i, k, s, d) for i, k, s, d in zip(in_sizes, kernel_size, strides, dilations)
+        full_length(i, k, s, d)
+        for i, k, s, d in zip(in_sizes, kernel_size, strides, dilations, strict=True)
     )
     buf = np.zeros((x_cl.shape[0], *full_shape, filters), dtype=np.float64)
     for tap in np.ndindex(*kernel_size):
         contribution = x_cl @ kernel[tap].T  # (N, *spatial, C) @ (C, filters)
         region = tuple(
             slice(t * d, t * d + (i - 1) * s + 1, s)
-            for t, d, i, s in zip(tap, dilations, in_sizes, strides)
+            for t, d, i, s in zip(tap, dilations, in_sizes, strides, strict=True)
         )
         buf[(slice(None), *region, slice(None))] += contribution
     return buf
@@ -213,7 +216,7 @@ def _window(full: FloatArray, starts: Sequence[int], lengths: Sequence[int]) -> 
     out = np.zeros((full.shape[0], *lengths, full.shape[-1]), dtype=np.float64)
     src: list[slice] = []
     dst: list[slice] = []
-    for start, length, size in zip(starts, lengths, full.shape[1:-1]):
+    for start, length, size in zip(starts, lengths, full.shape[1:-1], strict=True):
         kept = max(0, min(length, size - start))
         src.append(slice(start, start + kept))
         dst.append(slice(0, kept))

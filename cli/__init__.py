@@ -1,0 +1,1 @@
+"""The `deconvc` command line (installed as `deconv_compiler.cli`)."""
