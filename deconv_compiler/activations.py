@@ -110,8 +110,7 @@ def _sigmoid(em: Emitter, x: str, site: ActivationSite) -> str:
 
 
 def _silu(em: Emitter, x: str, site: ActivationSite) -> str:
-    if em.opset >= 24:
-        return _one(em, "Swish", [x], alpha=1.0)
+    # ONNX has Swish from opset 24, but onnxruntime 1.31 has no kernel for it: keep x * sigmoid(x).
     return _mul(em, x, _one(em, "Sigmoid", [x]))
 
 
@@ -235,7 +234,12 @@ def _axis_length(em: Emitter, x: str, site: ActivationSite) -> str:
 
 
 def _sparsemax(em: Emitter, x: str, site: ActivationSite) -> str:
-    """sparsemax(z) = max(z - tau, 0), tau from the sorted prefix sums (Martins & Astudillo 2016)."""
+    """Keras 3.15.1's sparsemax: max(z - tau, 0) along the Keras axis.
+
+    Keras 3.15.1 computes tau as (sum of the prefix sums over the support - 1) / k, not the
+    paper's (k-th prefix sum - 1) / k (keras-team/keras#23425, fixed after 3.15.1 by #23469).
+    We lower what Keras 3.15.1 computes, op for op, so the numbers match the model users have.
+    """
     axis = site.axis
     if site.axis_size is None:
         k = _axis_length(em, x, site)
@@ -244,13 +248,13 @@ def _sparsemax(em: Emitter, x: str, site: ActivationSite) -> str:
     z_sorted = em.op("TopK", [x, k], n_outputs=2, axis=axis, largest=1, sorted=1)[0]
     cumsum = _one(em, "CumSum", [z_sorted, em.const(np.array(axis, np.int64))])
     ranks = _ranks(em, x, site)
-    support = _one(
-        em, "Greater", [_one(em, "Add", [_mul(em, ranks, z_sorted), em.const(1.0)]), cumsum]
-    )
+    # support: z_sorted - (cumsum - 1) / r > 0, written as Keras writes it
+    margin = _one(em, "Sub", [z_sorted, _one(em, "Div", [_one(em, "Sub", [cumsum, em.const(1.0)]), ranks])])
+    support = _one(em, "Greater", [margin, em.const(0.0)])
     support_f = _one(em, "Cast", [support], to=em.float_type)
     k_z = _reduce_sum(em, support_f, axis)
-    tau_num = _one(em, "Sub", [_reduce_sum(em, _mul(em, support_f, z_sorted), axis), em.const(1.0)])
-    tau = _one(em, "Div", [tau_num, k_z])
+    summed = _reduce_sum(em, _mul(em, support_f, cumsum), axis)
+    tau = _one(em, "Div", [_one(em, "Sub", [summed, em.const(1.0)]), k_z])
     return _one(em, "Relu", [_one(em, "Sub", [x, tau])])
 
 

@@ -107,7 +107,7 @@ def plan_layer(layer: LayerSpec, weights: LayerWeights, to_internal: Perm | None
         output_padding=tuple(p.output_padding for p in axis_pads),
         activation=layer.activation,
         activation_site=ActivationSite(
-            axis=keras_last_axis, rank=rank + 2, axis_size=layer.output_shape[-1]
+            axis=keras_last_axis, rank=rank + 2, axis_size=layer.conv_output_shape[-1]
         ),
         output_shape=tuple(layer.output_shape[a] for a in layout),
     )

@@ -201,7 +201,8 @@ class LayerSpec:
     trainable: bool
     dtype: str
     input_shape: tuple[int | None, ...]
-    output_shape: tuple[int | None, ...]
+    conv_output_shape: tuple[int | None, ...]  # before the activation
+    output_shape: tuple[int | None, ...]  # after it (glu halves Keras' axis -1)
     weights: LayerWeights | None
     seed: int | None
 
@@ -548,6 +549,7 @@ def _parse_layer(
     )  # fmt: skip
     if in_channels is None or output_shape is None:
         return None
+    conv_output_shape = output_shape
     if activations.ACTIVATIONS[activation].needs_even_axis:
         axis_size = output_shape[-1]
         if axis_size is not None and axis_size % 2:
@@ -557,6 +559,7 @@ def _parse_layer(
                 f"output shape {_fmt(output_shape)}",
             )
             return None
+        output_shape = (*output_shape[:-1], None if axis_size is None else axis_size // 2)
     weights = None
     if args.weights is not None:
         kernel_shape = (*kernel_size, args.filters, in_channels)
@@ -591,6 +594,7 @@ def _parse_layer(
         trainable=True if args.trainable is None else args.trainable,
         dtype=dtype,
         input_shape=input_shape,
+        conv_output_shape=conv_output_shape,
         output_shape=output_shape,
         weights=weights,
         seed=args.seed,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -141,24 +141,24 @@ class LayerConfig:
             kw["use_bias"] = self.use_bias
         return kw
 
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """(N, ...) → (N, ...) in this layer's data format, including glu's halving."""
+    def pre_activation_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(N, ...) → (N, ...) in this layer's data format, before the activation."""
         n = in_shape[0]
-        if self.fmt == "channels_last":
-            spatial = in_shape[1:-1]
-        else:
-            spatial = in_shape[2:]
+        spatial = in_shape[1:-1] if self.fmt == "channels_last" else in_shape[2:]
         out_sp = [
             keras_output_length(i, k, s, d, self.pad, op)
             for i, (k, s, d, op) in zip(spatial, self.axes(), strict=True)
         ]
         if self.fmt == "channels_last":
-            shape = [n, *out_sp, self.filters]
-        else:
-            shape = [n, self.filters, *out_sp]
+            return (n, *out_sp, self.filters)
+        return (n, self.filters, *out_sp)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The layer's output shape; glu halves Keras' axis -1."""
+        shape = self.pre_activation_shape(in_shape)
         if self.activation == "glu":
-            shape[-1] //= 2
-        return tuple(shape)
+            return (*shape[:-1], shape[-1] // 2)
+        return shape
 
     def in_channels(self, in_shape: tuple[int, ...]) -> int:
         return in_shape[-1] if self.fmt == "channels_last" else in_shape[1]
@@ -249,7 +249,6 @@ def _random_layer(
     rank: int,
     fmt: str,
     activation: str,
-    in_channels_hint: int,
 ) -> LayerConfig:
     """Random geometry; the caller re-draws until the case is valid and small."""
     pad = "same" if rng.random() < 0.5 else "valid"
@@ -298,7 +297,6 @@ def _random_layer(
     if activation == "glu" and fmt == "channels_last" and filters % 2:
         filters = filters + 1 if filters < 6 else filters - 1
     type_name = _TYPE_NAMES[rank][0] if rng.random() < 0.85 else _pick(rng, _TYPE_NAMES[rank][1:])
-    del in_channels_hint
     return LayerConfig(
         rank=rank,
         type_name=type_name,
@@ -326,21 +324,12 @@ def _case_ok(case: CaseConfig) -> bool:
             return False
         if any(op is not None and not 0 <= op < s for _, s, _, op in ax):
             return False
-        out = layer.output_shape(shapes[-1])
-        if any(n <= 0 for n in out):
+        pre = layer.pre_activation_shape(shapes[-1])
+        if any(n <= 0 for n in pre):
             return False
-        if layer.activation == "glu":
-            pre = out[-1] * 2
-            if pre % 2:
-                return False
-        if layer.activation == "glu" and layer.fmt == "channels_first":
-            # pre-activation last spatial length must be even (computed before halving)
-            last = layer.output_shape(shapes[-1])[-1] * 2
-            sp_in = shapes[-1][-1]
-            k, s, d, op = ax[-1]
-            if keras_output_length(sp_in, k, s, d, layer.pad, op) % 2:
-                return False
-            del last
+        if layer.activation == "glu" and pre[-1] % 2:
+            return False
+        out = layer.output_shape(shapes[-1])
         if int(np.prod(out)) > _MAX_ELEMENTS:
             return False
         shapes.append(out)
@@ -375,20 +364,21 @@ def make_case(index: int, base_seed: int = 20240611) -> CaseConfig:
             if j > 0 and rng.random() < 0.1:
                 layer_fmt = _pick(rng, ["channels_last", "channels_first"])  # mixed formats
             act = _pick(rng, slots) if j != n_layers - 1 else activation
-            layers.append(_random_layer(rng, rank, layer_fmt, act, channels))
+            layers.append(_random_layer(rng, rank, layer_fmt, act))
         if n_layers > 1 and rng.random() < 0.5:
             # move the case's activation to an inner layer sometimes
             j = int(rng.integers(n_layers - 1))
             a, b = layers[j], layers[-1]
             if not (b.activation == "glu" or a.activation == "glu"):
                 layers[j], layers[-1] = (
-                    _replace(a, activation=b.activation),
-                    _replace(b, activation=a.activation),
+                    replace(a, activation=b.activation),
+                    replace(b, activation=a.activation),
                 )
 
         declared: list[int | None] = list(x_shape)
+        mixed = any(layer.fmt != fmt for layer in layers)
         dyn_roll = rng.random()
-        if dyn_roll < 0.3:
+        if dyn_roll < 0.3 and not mixed:  # mixed formats turn spatial axes into channels
             if rng.random() < 0.7:
                 declared[0] = None
             ch_axis = len(x_shape) - 1 if fmt == "channels_last" else 1
@@ -415,12 +405,6 @@ def make_case(index: int, base_seed: int = 20240611) -> CaseConfig:
         if _case_ok(case):
             return case
     raise RuntimeError(f"no valid configuration found for case {index}")
-
-
-def _replace(layer: LayerConfig, **changes: Any) -> LayerConfig:
-    from dataclasses import replace
-
-    return replace(layer, **changes)
 
 
 def make_cases(count: int, base_seed: int = 20240611) -> list[CaseConfig]:
