@@ -355,6 +355,8 @@ def _keras_layer_output(
         dilation_rate=case.dilation_rate,
         activation=case.activation,
         use_bias=case.use_bias,
+        kernel_initializer="zeros",  # overwritten below; random initializers cost a jax
+        # compilation per kernel shape (seconds per layer)
     )
     layer.build(x.shape)
     layer.set_weights(weights)
@@ -408,6 +410,7 @@ def test_keras_still_reproduces_consistency_table(
         padding=case.padding,
         output_padding=case.output_padding,
         dilation_rate=1,
+        kernel_initializer="zeros",  # assigned below; also avoids a jax compile per shape
     )
     layer.build(keras_table.CONSISTENCY_INPUT_SHAPE)
     layer.kernel.assign(np.array(keras_table.consistency_kernel(k)).reshape(k, 1, 1))
