@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -53,7 +53,10 @@ opset_option = click.option(
     help="Target ONNX opset (default domain).",
 )
 seed_option = click.option(
-    "--seed", type=click.IntRange(min=0), default=None, help="Seed for weights made by initializers (overrides the spec's)."
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seed for weights made by initializers (overrides the spec's).",
 )
 
 
@@ -74,7 +77,13 @@ def validate(spec: Path) -> None:
 
 @main.command(name="compile")
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the .onnx model.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the .onnx model.",
+)
 @opset_option
 @seed_option
 def compile_command(spec: Path, output: Path, opset: int, seed: int | None) -> None:
@@ -123,9 +132,10 @@ def run(
         result = run_model(model, {declared.name: x}, provider=provider)
         elapsed = time.perf_counter() - started
     y = next(iter(result.outputs.values()))
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
     click.echo(
         f"output {tuple(y.shape)} {y.dtype} on {result.providers[0]} in {elapsed * 1000:.1f} ms "
-        f"(session + run); mean {float(np.mean(y)):.6g}, max |y| {float(np.max(np.abs(y))) if y.size else 0.0:.6g}"
+        f"(session + run); mean {float(np.mean(y)):.6g}, max |y| {peak:.6g}"
     )
     if output is not None:
         np.save(output, y)
@@ -143,7 +153,8 @@ def _describe(spec: deconv_compiler.ModelSpec) -> str:
         return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
     count = len(spec.layers)
-    return f"{count} layer{'s' if count != 1 else ''}, input {fmt(spec.input_shape)} -> output {fmt(spec.output_shape)}"
+    layers = f"{count} layer{'s' if count != 1 else ''}"
+    return f"{layers}, input {fmt(spec.input_shape)} -> output {fmt(spec.output_shape)}"
 
 
 def _check_output_path(output: Path, spec: Path) -> None:
@@ -203,5 +214,3 @@ def _read_input(path: Path, dims: list[int | None], dtype: Any) -> np.ndarray:
 
 def _dims_text(dims: list[int | None]) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in dims) + ")"
-
-

@@ -22,9 +22,7 @@ class Emitter(Protocol):
     opset: int
     float_type: int  # ONNX element type of the activation's tensor
 
-    def op(
-        self, op_type: str, inputs: list[str], n_outputs: int = 1, **attrs: Any
-    ) -> list[str]: ...
+    def op(self, op_type: str, inputs: list[str], n_outputs: int = 1, **attrs: Any) -> list[str]: ...
 
     def const(self, value: np.ndarray | float) -> str:
         """A constant; Python floats and float arrays take the graph's float type."""
@@ -180,9 +178,7 @@ def _sparse_plus(em: Emitter, x: str, site: ActivationSite) -> str:
     return _one(em, "Where", [below_one, middle, x])
 
 
-def _on_last_axis(
-    em: Emitter, x: str, site: ActivationSite, body: Callable[[str, int], str]
-) -> str:
+def _on_last_axis(em: Emitter, x: str, site: ActivationSite, body: Callable[[str, int], str]) -> str:
     """Apply `body(tensor, axis)` on the Keras axis; below opset 13 Softmax/LogSoftmax flatten
     everything from `axis` on, so the axis is moved last first."""
     last = site.rank - 1
@@ -210,9 +206,7 @@ def _glu(em: Emitter, x: str, site: ActivationSite) -> str:
         b = _slice(em, x, half, em.const(np.array([np.iinfo(np.int64).max], np.int64)), site.axis)
     else:
         n = site.axis_size // 2
-        a = _slice(
-            em, x, em.const(np.array([0], np.int64)), em.const(np.array([n], np.int64)), site.axis
-        )
+        a = _slice(em, x, em.const(np.array([0], np.int64)), em.const(np.array([n], np.int64)), site.axis)
         b = _slice(
             em,
             x,
@@ -264,9 +258,7 @@ def _ranks(em: Emitter, x: str, site: ActivationSite) -> str:
     if site.axis_size is not None:
         shape[site.axis] = site.axis_size
         return em.const(np.arange(1, site.axis_size + 1, dtype=np.float64).reshape(shape))
-    length = _one(
-        em, "Gather", [_one(em, "Shape", [x]), em.const(np.array(site.axis, np.int64))], axis=0
-    )
+    length = _one(em, "Gather", [_one(em, "Shape", [x]), em.const(np.array(site.axis, np.int64))], axis=0)
     one = em.const(np.array(1, np.int64))
     ranks = _one(em, "Range", [one, _one(em, "Add", [length, one]), one])
     shape[site.axis] = -1
@@ -324,7 +316,8 @@ ACTIVATIONS: dict[str, Activation] = {
 ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
 # Keras lists `threshold` too, but it has no defaults, so Keras itself fails on the bare string.
 REFUSED = {
-    "threshold": "needs `threshold` and `default_value` arguments, which a name cannot give; Keras rejects it as a string too"
+    "threshold": "needs `threshold` and `default_value` arguments, which a name cannot give; "
+    "Keras rejects it as a string too"
 }
 NAMES = tuple(sorted([*ACTIVATIONS, *ALIASES]))
 

@@ -1,6 +1,6 @@
 """Spec → checked `onnx.ModelProto`, and writing it: the stages glued together.
 
-    load_spec → ModelSpec → plan_model → LoweringPlan → build_model → ModelProto → check_model
+load_spec → ModelSpec → plan_model → LoweringPlan → build_model → ModelProto → check_model
 """
 
 from __future__ import annotations

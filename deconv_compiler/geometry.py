@@ -35,9 +35,7 @@ def output_length(
     return (length - 1) * stride + ke % 2 + output_padding
 
 
-def total_crop(
-    kernel: int, stride: int, dilation: int, padding: str, output_padding: int | None
-) -> int:
+def total_crop(kernel: int, stride: int, dilation: int, padding: str, output_padding: int | None) -> int:
     """`(i - 1) * s + ke - L`: how much the full scatter result is cropped (negative: extended).
 
     It does not depend on the input length `i`, so dynamic spatial sizes need no shape subgraph.

@@ -44,9 +44,7 @@ def _seed(value: Any) -> str | None:
 def _axes(value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, list) and all(
-        isinstance(a, int) and not isinstance(a, bool) for a in value
-    ):
+    if isinstance(value, list) and all(isinstance(a, int) and not isinstance(a, bool) for a in value):
         return None
     return f"must be null or a list of integers, got {value!r}"
 
@@ -54,9 +52,7 @@ def _axes(value: Any) -> str | None:
 def _axis(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return None
-    return (
-        _axes(value) if isinstance(value, list) else f"must be an integer or a list, got {value!r}"
-    )
+    return _axes(value) if isinstance(value, list) else f"must be an integer or a list, got {value!r}"
 
 
 def _one_of(*choices: str) -> Check:
@@ -246,10 +242,10 @@ class KerasObject:
 Report = Callable[[FieldPath, str], None]
 
 
-def parse_keras_object(
-    value: Any, vocab: Vocabulary, path: FieldPath, report: Report
-) -> KerasObject | None:
+def parse_keras_object(value: Any, vocab: Vocabulary, path: FieldPath, report: Report) -> KerasObject | None:
     """Validate one identifier; report problems and return None when it is unusable."""
+    name: Any
+    config: Any
     if isinstance(value, str):
         name, config, config_path = value, {}, path
     elif isinstance(value, Mapping):
@@ -301,7 +297,8 @@ def parse_keras_object(
         if param.default is REQUIRED:
             report(
                 path,
-                f"{keras_class.name} needs a {key!r} (write {{class_name: {keras_class.name}, config: {{{key}: ...}}}})",
+                f"{keras_class.name} needs a {key!r} "
+                f"(write {{class_name: {keras_class.name}, config: {{{key}: ...}}}})",
             )
             ok = False
         else:

@@ -29,7 +29,7 @@ class _GraphBuilder:
 
     def __init__(self, opset: int) -> None:
         self.opset = opset
-        self.float_type = TensorProto.FLOAT
+        self.float_type: int = int(TensorProto.FLOAT)
         self.float_dtype = np.dtype(np.float32)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -110,8 +110,20 @@ def build_model(plan: LoweringPlan) -> onnx.ModelProto:
     graph = helper.make_graph(
         builder.nodes,
         plan.name,
-        [helper.make_tensor_value_info(plan.input_name, onnx_elem_type(plan.input_dtype), _dims(plan.input_shape, in_symbols))],
-        [helper.make_tensor_value_info(plan.output_name, onnx_elem_type(plan.output_dtype), _dims(plan.output_shape, out_symbols))],
+        [
+            helper.make_tensor_value_info(
+                plan.input_name,
+                onnx_elem_type(plan.input_dtype),
+                _dims(plan.input_shape, in_symbols),
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                plan.output_name,
+                onnx_elem_type(plan.output_dtype),
+                _dims(plan.output_shape, out_symbols),
+            )
+        ],
         initializer=builder.initializers,
     )
     opset = helper.make_opsetid("", plan.opset)

@@ -75,7 +75,9 @@ def _transpose_between(current: Perm, wanted: Perm) -> Perm | None:
     return None if perm == tuple(range(len(perm))) else perm
 
 
-def plan_layer(layer: LayerSpec, weights: LayerWeights, to_internal: Perm | None, cast_to: str | None) -> LayerPlan:
+def plan_layer(
+    layer: LayerSpec, weights: LayerWeights, to_internal: Perm | None, cast_to: str | None
+) -> LayerPlan:
     """ONNX attributes and weights of one layer (facts: explicit pads, no spatial kernel flip)."""
     axis_pads = [
         geometry.onnx_axis_pads(
@@ -114,7 +116,10 @@ def plan_layer(layer: LayerSpec, weights: LayerWeights, to_internal: Perm | None
 
 
 def plan_model(
-    spec: ModelSpec, opset: int = DEFAULT_OPSET, seed: int | None = None, metadata: tuple[tuple[str, str], ...] = ()
+    spec: ModelSpec,
+    opset: int = DEFAULT_OPSET,
+    seed: int | None = None,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> LoweringPlan:
     """Plan every layer of the chain; weights not given in the spec come from the initializers."""
     if not MIN_OPSET <= opset <= MAX_OPSET:

@@ -28,7 +28,9 @@ class RunResult:
     providers: tuple[str, ...]
 
 
-def make_session(model: onnx.ModelProto | bytes, provider: str = "cpu", threads: int = 0) -> ort.InferenceSession:
+def make_session(
+    model: onnx.ModelProto | bytes, provider: str = "cpu", threads: int = 0
+) -> ort.InferenceSession:
     """A session on `provider` ("cpu" or "cuda"); refuses to fall back to the CPU silently."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -41,7 +43,9 @@ def make_session(model: onnx.ModelProto | bytes, provider: str = "cpu", threads:
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise RuntimeFailure(f"onnxruntime cannot load the model: {exc}") from exc
     if wanted not in session.get_providers():
-        raise RuntimeFailure(f"the {provider} execution provider is not usable here (session got {session.get_providers()})")
+        raise RuntimeFailure(
+            f"the {provider} execution provider is not usable here (session got {session.get_providers()})"
+        )
     return session
 
 

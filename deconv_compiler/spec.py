@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,9 +47,7 @@ _REFUSED_DTYPES = {
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 _INT_OR_LIST = {"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]}
 IntOrList = Annotated[Any, WithJsonSchema(_INT_OR_LIST)]
-OptionalIntOrList = Annotated[
-    Any, WithJsonSchema({"oneOf": [*_INT_OR_LIST["oneOf"], {"type": "null"}]})
-]
+OptionalIntOrList = Annotated[Any, WithJsonSchema({"oneOf": [*_INT_OR_LIST["oneOf"], {"type": "null"}]})]
 
 
 def _identifier_schema(vocab: Vocabulary, nullable: bool) -> dict[str, Any]:
@@ -77,9 +75,7 @@ Regularizer = Annotated[Any, WithJsonSchema(_identifier_schema(REGULARIZER, null
 Constraint = Annotated[Any, WithJsonSchema(_identifier_schema(CONSTRAINT, nullable=True))]
 ActivationName = Annotated[
     Any,
-    WithJsonSchema(
-        {"oneOf": [{"type": "string", "enum": list(activations.NAMES)}, {"type": "null"}]}
-    ),
+    WithJsonSchema({"oneOf": [{"type": "string", "enum": list(activations.NAMES)}, {"type": "null"}]}),
 ]
 Padding = Annotated[
     Any, WithJsonSchema({"type": "string", "pattern": "^([vV][aA][lL][iI][dD]|[sS][aA][mM][eE])$"})
@@ -125,9 +121,7 @@ class LayerArgs(BaseModel):
     kernel_constraint: Constraint = None
     bias_constraint: Constraint = None
     input_shape: Shape | None = Field(None, description="input shape without the batch dimension")
-    batch_input_shape: Shape | None = Field(
-        None, description="input shape with the batch dimension"
-    )
+    batch_input_shape: Shape | None = Field(None, description="input shape with the batch dimension")
     batch_size: PositiveInt | None = None
     dtype: Annotated[str, Strict()] | None = None
     name: Annotated[str, Strict(), Field(min_length=1)] | None = None
@@ -218,8 +212,7 @@ class LayerSpec:
     def keras_config(self) -> dict[str, Any]:
         """The layer as Keras' `get_config()` would describe it (JSON-able)."""
         none_or_json = {
-            k: (v.to_json() if v else None)
-            for k, v in {**self.regularizers, **self.constraints}.items()
+            k: (v.to_json() if v else None) for k, v in {**self.regularizers, **self.constraints}.items()
         }
         return {
             "class_name": self.type_name,
@@ -231,9 +224,7 @@ class LayerSpec:
                 "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides),
                 "padding": self.padding,
-                "output_padding": None
-                if self.output_padding is None
-                else list(self.output_padding),
+                "output_padding": None if self.output_padding is None else list(self.output_padding),
                 "data_format": self.data_format,
                 "dilation_rate": list(self.dilation_rate),
                 "activation": self.activation,
@@ -309,9 +300,7 @@ def parse_spec(source: SpecSource) -> ModelSpec:
     problems = _Problems(source)
     data = source.data
     if not isinstance(data, Mapping):
-        problems.add(
-            (), f"a spec must be a mapping (a layer, or a model with `layers`), got {_kind(data)}"
-        )
+        problems.add((), f"a spec must be a mapping (a layer, or a model with `layers`), got {_kind(data)}")
         raise SpecError(problems.found)
     if "layers" in data:
         spec = _parse_model(data, problems)
@@ -353,7 +342,7 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
     raw_layers = data.get("layers")
     if not isinstance(raw_layers, list):
         return None
-    layer_items = [(layer, ("layers", i)) for i, layer in enumerate(raw_layers)]
+    layer_items: list[tuple[Any, FieldPath]] = [(layer, ("layers", i)) for i, layer in enumerate(raw_layers)]
     described: _InputDescription | None = None
     input_dtype: str | None = None
     if args is not None and args.input is not None:
@@ -369,9 +358,7 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
                 f"disagrees with input.shape: {_fmt(first.shape)} vs {_fmt(described.shape)}",
             )
     if described is None and args is not None:
-        problems.add(
-            ("input",), "required: give input.shape (with batch), or input_shape on the first layer"
-        )
+        problems.add(("input",), "required: give input.shape (with batch), or input_shape on the first layer")
     layers = _parse_layers(layer_items, described, problems)
     if layers is None or described is None or args is None:
         return None
@@ -396,16 +383,10 @@ def _layer_input_description(
         return None  # type problems were reported by pydantic
     dtype = data.get("dtype") if isinstance(data.get("dtype"), str) else None
     if input_shape is not None and batch_input_shape is not None:
-        problems.add(
-            (*path, "batch_input_shape"), "give either input_shape or batch_input_shape, not both"
-        )
+        problems.add((*path, "batch_input_shape"), "give either input_shape or batch_input_shape, not both")
         return None
     if batch_input_shape is not None:
-        if (
-            batch_size is not None
-            and batch_input_shape
-            and batch_input_shape[0] not in (None, batch_size)
-        ):
+        if batch_size is not None and batch_input_shape and batch_input_shape[0] not in (None, batch_size):
             problems.add(
                 (*path, "batch_size"),
                 f"{batch_size} disagrees with batch_input_shape[0]={batch_input_shape[0]}",
@@ -474,9 +455,7 @@ def _parse_layer(
         else None
     )
 
-    def tuple_arg(
-        name: str, default: Any, minimum: int, nullable: bool = False
-    ) -> tuple[int, ...] | None:
+    def tuple_arg(name: str, default: Any, minimum: int, nullable: bool = False) -> tuple[int, ...] | None:
         value = data.get(name, default)
         if nullable and value is None:
             return None
@@ -488,11 +467,7 @@ def _parse_layer(
     output_padding = tuple_arg("output_padding", None, 0, nullable=True)
     padding = _padding(data.get("padding", "valid"), (*path, "padding"), problems)
     activation = _activation(data.get("activation"), (*path, "activation"), problems)
-    dtype = (
-        _dtype(data["dtype"], (*path, "dtype"), problems)
-        if data.get("dtype") is not None
-        else "float32"
-    )
+    dtype = _dtype(data["dtype"], (*path, "dtype"), problems) if data.get("dtype") is not None else "float32"
 
     def keras_object(name: str, vocab: Vocabulary, default: Any) -> KerasObject | None:
         value = data.get(name, default)
@@ -512,8 +487,7 @@ def _parse_layer(
         for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer")
     }
     constraints = {
-        name: keras_object(name, CONSTRAINT, None)
-        for name in ("kernel_constraint", "bias_constraint")
+        name: keras_object(name, CONSTRAINT, None) for name in ("kernel_constraint", "bias_constraint")
     }
 
     if strides and dilation and any(s > 1 for s in strides) and any(d > 1 for d in dilation):
@@ -536,11 +510,9 @@ def _parse_layer(
     assert kernel_size and strides and dilation and padding and activation and dtype
     assert kernel_init is not None and bias_init is not None
 
-    data_format = args.data_format or "channels_last"
+    data_format: Literal["channels_last", "channels_first"] = args.data_format or "channels_last"
     counts[rank] = counts.get(rank, 0) + 1
-    name = args.name or f"conv{rank}d_transpose" + (
-        f"_{counts[rank] - 1}" if counts[rank] > 1 else ""
-    )
+    name = args.name or f"conv{rank}d_transpose" + (f"_{counts[rank] - 1}" if counts[rank] > 1 else "")
     if input_shape is None or input_path is None:
         return None
     in_channels, output_shape = _chain_shapes(
@@ -638,9 +610,7 @@ def _chain_shapes(
             out_spatial.append(None)
             continue
         op = None if output_padding is None else output_padding[axis]
-        out = geometry.output_length(
-            length, kernel_size[axis], strides[axis], dilation[axis], padding, op
-        )
+        out = geometry.output_length(length, kernel_size[axis], strides[axis], dilation[axis], padding, op)
         if out <= 0:
             problems.add(
                 (*path, "output_padding") if op is not None else path,
@@ -677,9 +647,7 @@ def _int_tuple(
             return None
         values, item_paths = list(value), [(*path, i) for i in range(rank)]
     else:
-        problems.add(
-            path, f"must be an integer or a list of {rank} integers, got {value!r} ({_kind(value)})"
-        )
+        problems.add(path, f"must be an integer or a list of {rank} integers, got {value!r} ({_kind(value)})")
         return None
     ok = True
     for item, item_path in zip(values, item_paths, strict=True):
@@ -725,15 +693,13 @@ def _dtype(value: Any, path: FieldPath, problems: _Problems) -> str | None:
     if isinstance(value, str) and value in _REFUSED_DTYPES:
         problems.add(path, f"{value!r} is not supported: {_REFUSED_DTYPES[value]}")
     elif isinstance(value, str) and value.startswith("mixed_"):
-        problems.add(
-            path, f"dtype policy {value!r} is not supported yet; use one of {', '.join(DTYPES)}"
-        )
+        problems.add(path, f"dtype policy {value!r} is not supported yet; use one of {', '.join(DTYPES)}")
     else:
         problems.add(path, f"must be one of {', '.join(DTYPES)}, got {value!r}")
     return None
 
 
-_PYDANTIC_MESSAGES = {
+_PYDANTIC_MESSAGES: dict[str, Callable[[Any], str]] = {
     "missing": lambda e: "required argument is missing",
     "int_type": lambda e: f"must be an integer, got {_show(e['input'])}",
     "bool_type": lambda e: f"must be true or false, got {_show(e['input'])}",
@@ -749,17 +715,13 @@ _PYDANTIC_MESSAGES = {
 }
 
 
-def _pydantic(
-    model: type[Any], data: Mapping[str, Any], path: FieldPath, problems: _Problems
-) -> Any:
+def _pydantic(model: type[Any], data: Mapping[str, Any], path: FieldPath, problems: _Problems) -> Any:
     """Validate with a pydantic model, turning its errors into our problems."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            loc = tuple(
-                part for part in error["loc"] if not (isinstance(part, str) and part[:1] in "[<")
-            )
+            loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part[:1] in "[<"))
             if error["type"] == "extra_forbidden":
                 key = str(loc[-1])
                 known = list(model.model_fields)
@@ -788,9 +750,7 @@ def _is_shape(value: Any) -> bool:
 
 
 def _shapes_agree(a: tuple[int | None, ...], b: tuple[int | None, ...]) -> bool:
-    return len(a) == len(b) and all(
-        x is None or y is None or x == y for x, y in zip(a, b, strict=True)
-    )
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
 def _fmt(shape: tuple[int | None, ...]) -> str:
@@ -813,11 +773,7 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = (
-        json.dumps(value)
-        if isinstance(value, (str, int, float, bool, type(None)))
-        else _kind(value)
-    )
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else _kind(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -95,9 +95,7 @@ def _read_npz(
     try:
         with np.load(resolved, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
-                report(
-                    path, f"{value!r} is a single .npy array; give an .npz with 'kernel' and 'bias'"
-                )
+                report(path, f"{value!r} is a single .npy array; give an .npz with 'kernel' and 'bias'")
                 return None
             return {name: np.asarray(archive[name], dtype=np.float64) for name in archive.files}
     except FileNotFoundError:
@@ -131,7 +129,10 @@ def _check_shape(
         if name == "kernel" and len(expected) >= 3:
             onnx_layout = (expected[-1], expected[-2], *expected[:-2])
             if array.shape == onnx_layout:
-                hint = " (that is the ONNX/PyTorch layout (in, out, *k); Keras' is kernel_size + (filters, in_channels))"
+                hint = (
+                    " (that is the ONNX/PyTorch layout (in, out, *k); "
+                    "Keras' is kernel_size + (filters, in_channels))"
+                )
             else:
                 hint = " = kernel_size + (filters, in_channels)"
         report(path, f"{name} has shape {tuple(array.shape)}, expected {expected}{hint}")
@@ -190,9 +191,7 @@ _VARIANCE_SCALING = {
 }
 
 
-def initial_value(
-    init: KerasObject, shape: tuple[int, ...], rng: np.random.Generator
-) -> np.ndarray:
+def initial_value(init: KerasObject, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """One weight tensor from a Keras initializer's definition (float64)."""
     config = init.config
     if config.get("seed") is not None:
@@ -209,7 +208,7 @@ def initial_value(
     if name == "RandomUniform":
         return rng.uniform(config["minval"], config["maxval"], shape)
     if name == "TruncatedNormal":
-        return config["mean"] + _truncated_standard_normal(rng, shape) * config["stddev"]
+        return float(config["mean"]) + _truncated_standard_normal(rng, shape) * float(config["stddev"])
     if name == "Orthogonal":
         return _orthogonal(rng, shape, config["gain"])
     if name in _VARIANCE_SCALING:

@@ -138,9 +138,7 @@ def conv_transpose(
     rank = w64.ndim - 2
     if rank not in (1, 2, 3) or x64.ndim != rank + 2:
         raise ValueError(f"kernel rank {w64.ndim} and input rank {x64.ndim} do not match 1-3D")
-    per_axis_ops: Sequence[int | None] = (
-        (None,) * rank if output_padding is None else tuple(output_padding)
-    )
+    per_axis_ops: Sequence[int | None] = (None,) * rank if output_padding is None else tuple(output_padding)
     for name, values in (
         ("strides", strides),
         ("dilation_rate", dilation_rate),
@@ -158,9 +156,7 @@ def conv_transpose(
     in_sizes = x_cl.shape[1:-1]
     lengths = [
         keras_output_length(i, k, s, d, padding, op)
-        for i, k, s, d, op in zip(
-            in_sizes, kernel_size, strides, dilation_rate, per_axis_ops, strict=True
-        )
+        for i, k, s, d, op in zip(in_sizes, kernel_size, strides, dilation_rate, per_axis_ops, strict=True)
     ]
     starts = [
         keras_crop_start(k, s, d, padding, op)
@@ -197,8 +193,7 @@ def _scatter_full(
     filters = kernel.shape[rank]
     in_sizes = x_cl.shape[1:-1]
     full_shape = tuple(
-        full_length(i, k, s, d)
-        for i, k, s, d in zip(in_sizes, kernel_size, strides, dilations, strict=True)
+        full_length(i, k, s, d) for i, k, s, d in zip(in_sizes, kernel_size, strides, dilations, strict=True)
     )
     buf = np.zeros((x_cl.shape[0], *full_shape, filters), dtype=np.float64)
     for tap in np.ndindex(*kernel_size):
@@ -233,7 +228,8 @@ def _erfc(x: FloatArray) -> FloatArray:
     """Complementary error function, elementwise."""
     if _scipy_erfc is not None:
         return np.asarray(_scipy_erfc(x), dtype=np.float64)
-    return np.vectorize(math.erfc, otypes=[np.float64])(x)  # pragma: no cover
+    erfc = np.vectorize(math.erfc, otypes=[np.float64])  # pragma: no cover
+    return np.asarray(erfc(x), dtype=np.float64)  # pragma: no cover
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:
@@ -288,13 +284,14 @@ def _squareplus(x: FloatArray, b: float = 4.0) -> FloatArray:
 def _softmax_last(x: FloatArray) -> FloatArray:
     """Softmax over the last axis, shifted by the max for stability."""
     e = np.exp(x - np.max(x, axis=-1, keepdims=True))
-    return e / np.sum(e, axis=-1, keepdims=True)
+    return np.asarray(e / np.sum(e, axis=-1, keepdims=True), dtype=np.float64)
 
 
 def _log_softmax_last(x: FloatArray) -> FloatArray:
     """`x - logsumexp(x)` over the last axis."""
     shifted = x - np.max(x, axis=-1, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    log_sum = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    return np.asarray(shifted - log_sum, dtype=np.float64)
 
 
 def _glu_last(x: FloatArray) -> FloatArray:
@@ -319,19 +316,20 @@ def _sparsemax_support(x: FloatArray) -> tuple[FloatArray, FloatArray, NDArray[n
     return z, c, k
 
 
-def sparsemax_exact(x: FloatArray) -> FloatArray:
+def sparsemax_exact(x: ArrayLike) -> FloatArray:
     """Sparsemax (Martins & Astudillo 2016) over the last axis: the Euclidean projection onto
     the probability simplex, `max(x - tau, 0)` with `tau = (c_k - 1) / k`. Rows sum to 1.
 
     This is what Keras computes after keras-team/keras#23469 (fix for #23425), *not* what the
     pinned Keras 3.15.1 computes; see `sparsemax_keras_3_15`.
     """
-    _, c, k = _sparsemax_support(x)
+    z = np.asarray(x, dtype=np.float64)
+    _, c, k = _sparsemax_support(z)
     tau = (np.take_along_axis(c, k - 1, axis=-1) - 1.0) / k
-    return np.maximum(x - tau, 0.0)
+    return np.maximum(z - tau, 0.0)
 
 
-def sparsemax_keras_3_15(x: FloatArray) -> FloatArray:
+def sparsemax_keras_3_15(x: ArrayLike) -> FloatArray:
     """Keras 3.15.1's sparsemax over the last axis, bug included (keras-team/keras#23425).
 
     Every 3.15.1 backend sets `tau = (sum_{j <= k} c_j - 1) / k`: the sum of the running sums
@@ -339,11 +337,12 @@ def sparsemax_keras_3_15(x: FloatArray) -> FloatArray:
     when the support has one element; otherwise rows no longer sum to 1 (e.g. [1, .5, 0] gives
     [.25, 0, 0] instead of [.75, .25, 0]).
     """
-    _, c, k = _sparsemax_support(x)
-    j = np.arange(1, x.shape[-1] + 1)
+    z = np.asarray(x, dtype=np.float64)
+    _, c, k = _sparsemax_support(z)
+    j = np.arange(1, z.shape[-1] + 1)
     summed = np.sum(np.where(j <= k, c, 0.0), axis=-1, keepdims=True)
     tau = (summed - 1.0) / k
-    return np.maximum(x - tau, 0.0)
+    return np.asarray(np.maximum(z - tau, 0.0), dtype=np.float64)
 
 
 _ELEMENTWISE: dict[str, Callable[[FloatArray], FloatArray]] = {
@@ -392,9 +391,7 @@ AXIS_ACTIVATIONS: tuple[str, ...] = tuple(sorted(_ALONG_LAST_AXIS))
 """Activations that reduce along Keras axis -1 instead of acting elementwise."""
 
 
-def activation(
-    name: str, x: ArrayLike, data_format: str, *, exact_sparsemax: bool = False
-) -> FloatArray:
+def activation(name: str, x: ArrayLike, data_format: str, *, exact_sparsemax: bool = False) -> FloatArray:
     """Apply the Keras 3 activation called `name` to a Keras-layout tensor, in float64.
 
     `data_format` is documentation only: the axis-based activations (softmax, log_softmax, glu,

@@ -19,17 +19,20 @@ from deconv_compiler.weights import compute_fans, initial_value
 keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.keras
 
-SHAPE = (4, 4, 48, 24)  # a Conv2DTranspose kernel: (kh, kw, filters, in_channels)
+SHAPE = (4, 4, 64, 48)  # a Conv2DTranspose kernel: (kh, kw, filters, in_channels)
 
 
 def _ours(identifier: Any, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
     problems: list[str] = []
-    obj = parse_keras_object(identifier, INITIALIZER, ("init",), lambda path, msg: problems.append(msg))
+    obj = parse_keras_object(
+        identifier, INITIALIZER, ("init",), lambda path, msg: problems.append(msg)
+    )
     assert obj is not None, problems
     return initial_value(obj, shape, np.random.default_rng(0))
 
 
 def _keras(identifier: Any, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+    keras.utils.set_random_seed(1)  # deterministic draws: the comparison is statistical, not flaky
     init = keras.initializers.get(identifier)
     return np.asarray(init(shape, dtype="float32"), dtype=np.float64)
 
@@ -53,8 +56,14 @@ IDENTIFIERS = [
     "truncated_normal",
     "zeros",
     "ones",
-    {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}},
-    {"class_name": "VarianceScaling", "config": {"scale": 0.5, "mode": "fan_avg", "distribution": "uniform"}},
+    {
+        "class_name": "VarianceScaling",
+        "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
+    },
+    {
+        "class_name": "VarianceScaling",
+        "config": {"scale": 0.5, "mode": "fan_avg", "distribution": "uniform"},
+    },
     {"class_name": "RandomNormal", "config": {"mean": 1.0, "stddev": 0.2}},
     {"class_name": "RandomUniform", "config": {"minval": -3.0, "maxval": 1.0}},
     {"class_name": "TruncatedNormal", "config": {"mean": -1.0, "stddev": 0.5}},
@@ -70,12 +79,12 @@ def test_distribution_matches_keras_draws(identifier: Any) -> None:
     assert abs(ours.mean() - theirs.mean()) <= 0.05 * spread + 1e-12
     assert ours.std() == pytest.approx(theirs.std(), rel=0.05, abs=1e-12)
     # same shape of distribution: uniform bounds and the 2-sigma truncation move the tails
-    for q in (0.01, 0.1, 0.5, 0.9, 0.99):
+    for q in (0.05, 0.25, 0.5, 0.75, 0.95):
         assert abs(np.quantile(ours, q) - np.quantile(theirs, q)) <= 0.06 * spread + 1e-12, q
 
 
 def test_glorot_uniform_limit_uses_keras_fans() -> None:
-    fan_in, fan_out = 4 * 4 * 48, 4 * 4 * 24  # kernel_size * filters, kernel_size * in_channels
+    fan_in, fan_out = 4 * 4 * 64, 4 * 4 * 48  # kernel_size * filters, kernel_size * in_channels
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     values = _ours("glorot_uniform")
     assert np.abs(values).max() <= limit
@@ -100,8 +109,12 @@ def test_bias_initializer_none_is_glorot_uniform_like_keras() -> None:
     layer = keras.layers.Conv2DTranspose(4, 3, bias_initializer=None)
     layer.build((1, 5, 5, 2))
     assert np.any(np.asarray(layer.bias) != 0)  # Keras: not zeros
-    spec = dc.load_spec({"filters": 4, "kernel_size": 3, "bias_initializer": None, "input_shape": [5, 5, 2]})
-    assert spec.layers[0].bias_initializer == KerasObject("GlorotUniform", {"seed": None, "input_axes": None, "output_axes": None})
+    spec = dc.load_spec(
+        {"filters": 4, "kernel_size": 3, "bias_initializer": None, "input_shape": [5, 5, 2]}
+    )
+    assert spec.layers[0].bias_initializer == KerasObject(
+        "GlorotUniform", {"seed": None, "input_axes": None, "output_axes": None}
+    )
 
 
 def test_default_initializers_are_glorot_uniform_and_zeros() -> None:

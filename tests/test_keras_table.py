@@ -20,7 +20,9 @@ def test_table_has_the_80_cases_of_keras_consistency_test() -> None:
 
 
 @pytest.mark.parametrize(
-    "case", CONSISTENCY_1D, ids=[f"k{c.kernel_size}-s{c.strides}-{c.padding}-op{c.output_padding}" for c in CONSISTENCY_1D]
+    "case",
+    CONSISTENCY_1D,
+    ids=[f"k{c.kernel_size}-s{c.strides}-{c.padding}-op{c.output_padding}" for c in CONSISTENCY_1D],
 )
 def test_consistency_1d(case: ConsistencyCase) -> None:
     kernel_size, strides, padding, output_padding, expected = case
@@ -41,7 +43,9 @@ def test_consistency_1d(case: ConsistencyCase) -> None:
     np.testing.assert_array_equal(y.reshape(-1), np.asarray(expected, np.float32))
 
 
-@pytest.mark.parametrize("case", BASIC_SHAPES, ids=[f"{c.layer}-{c.input_shape}" for c in BASIC_SHAPES])
+@pytest.mark.parametrize(
+    "case", BASIC_SHAPES, ids=[f"{c.layer}-{c.input_shape}" for c in BASIC_SHAPES]
+)
 def test_basic_output_shapes(case: ShapeCase) -> None:
     def listed(value: int | tuple[int, ...]) -> int | list[int]:
         return list(value) if isinstance(value, tuple) else value

@@ -14,7 +14,12 @@ from tests.onnx_run import assert_close, run_cpu
 
 
 def _compile_and_compare(
-    args: dict[str, Any], x: np.ndarray, *, opset: int = 17, dtype: str = "float32", rtol: float = 1e-5
+    args: dict[str, Any],
+    x: np.ndarray,
+    *,
+    opset: int = 17,
+    dtype: str = "float32",
+    rtol: float = 1e-5,
 ) -> None:
     rank = x.ndim - 2
     rng = np.random.default_rng(abs(hash(str(sorted(args.items())))) % 2**32)
@@ -33,7 +38,9 @@ def _compile_and_compare(
     }
     model = dc.compile_spec(dc.load_spec(spec), opset=opset)
     per_axis = {
-        name: (args.get(name, default),) * rank if isinstance(args.get(name, default), int) else tuple(args[name])
+        name: (args.get(name, default),) * rank
+        if isinstance(args.get(name, default), int)
+        else tuple(args[name])
         for name, default in (("strides", 1), ("dilation_rate", 1))
     }
     op = args.get("output_padding")
@@ -60,36 +67,79 @@ GEOMETRY = [
 ]
 
 
-@pytest.mark.parametrize(("k", "s", "padding", "op"), GEOMETRY, ids=[f"k{k}-s{s}-{p}-op{o}" for k, s, p, o in GEOMETRY])
+@pytest.mark.parametrize(
+    ("k", "s", "padding", "op"), GEOMETRY, ids=[f"k{k}-s{s}-{p}-op{o}" for k, s, p, o in GEOMETRY]
+)
 def test_geometry_grid_2d(k: int, s: int, padding: str, op: int | None) -> None:
     x = np.random.default_rng(k * 100 + s).standard_normal((2, 4, 3, 3)).astype(np.float32)
-    _compile_and_compare({"filters": 2, "kernel_size": k, "strides": s, "padding": padding, "output_padding": op}, x)
+    _compile_and_compare(
+        {"filters": 2, "kernel_size": k, "strides": s, "padding": padding, "output_padding": op}, x
+    )
 
 
 CASES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
     "1d-cl-valid-k2s3-op-none": ({"filters": 3, "kernel_size": 2, "strides": 3}, (2, 5, 4)),
     "1d-cf-same-k5s2-op1": (
-        {"filters": 3, "kernel_size": 5, "strides": 2, "padding": "same", "output_padding": 1, "data_format": "channels_first"},
+        {
+            "filters": 3,
+            "kernel_size": 5,
+            "strides": 2,
+            "padding": "same",
+            "output_padding": 1,
+            "data_format": "channels_first",
+        },
         (2, 4, 5),
     ),
-    "1d-dilated-same": ({"filters": 2, "kernel_size": 3, "dilation_rate": 3, "padding": "same"}, (1, 7, 2)),
+    "1d-dilated-same": (
+        {"filters": 2, "kernel_size": 3, "dilation_rate": 3, "padding": "same"},
+        (1, 7, 2),
+    ),
     "2d-per-axis-tuples": (
-        {"filters": 4, "kernel_size": [3, 2], "strides": [2, 3], "padding": "same", "output_padding": [1, 0]},
+        {
+            "filters": 4,
+            "kernel_size": [3, 2],
+            "strides": [2, 3],
+            "padding": "same",
+            "output_padding": [1, 0],
+        },
         (2, 4, 5, 3),
     ),
     "2d-cf-dilated-valid": (
-        {"filters": 2, "kernel_size": [2, 3], "dilation_rate": [2, 1], "data_format": "channels_first"},
+        {
+            "filters": 2,
+            "kernel_size": [2, 3],
+            "dilation_rate": [2, 1],
+            "data_format": "channels_first",
+        },
         (1, 3, 4, 5),
     ),
-    "2d-k-smaller-than-s": ({"filters": 2, "kernel_size": 2, "strides": 5, "padding": "valid"}, (1, 3, 3, 2)),
-    "2d-k-smaller-than-s-same": ({"filters": 2, "kernel_size": 2, "strides": 5, "padding": "same"}, (1, 3, 3, 2)),
+    "2d-k-smaller-than-s": (
+        {"filters": 2, "kernel_size": 2, "strides": 5, "padding": "valid"},
+        (1, 3, 3, 2),
+    ),
+    "2d-k-smaller-than-s-same": (
+        {"filters": 2, "kernel_size": 2, "strides": 5, "padding": "same"},
+        (1, 3, 3, 2),
+    ),
     "2d-no-bias": ({"filters": 3, "kernel_size": 3, "strides": 2, "use_bias": False}, (2, 3, 3, 2)),
-    "2d-mixed-case-padding": ({"filters": 3, "kernel_size": 3, "strides": 2, "padding": "SaMe"}, (1, 4, 4, 2)),
+    "2d-mixed-case-padding": (
+        {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "SaMe"},
+        (1, 4, 4, 2),
+    ),
     "3d-cl-same-op": (
-        {"filters": 2, "kernel_size": [2, 3, 2], "strides": [2, 1, 3], "padding": "same", "output_padding": [1, 0, 2]},
+        {
+            "filters": 2,
+            "kernel_size": [2, 3, 2],
+            "strides": [2, 1, 3],
+            "padding": "same",
+            "output_padding": [1, 0, 2],
+        },
         (1, 3, 2, 3, 2),
     ),
-    "3d-cf-valid": ({"filters": 3, "kernel_size": 2, "strides": 2, "data_format": "channels_first"}, (2, 2, 2, 3, 2)),
+    "3d-cf-valid": (
+        {"filters": 3, "kernel_size": 2, "strides": 2, "data_format": "channels_first"},
+        (2, 2, 2, 3, 2),
+    ),
     "3d-dilated": ({"filters": 2, "kernel_size": 2, "dilation_rate": [1, 2, 3]}, (1, 3, 4, 4, 2)),
 }
 
@@ -101,20 +151,44 @@ def test_ranks_formats_and_tuples(name: str) -> None:
     _compile_and_compare(args, x)
 
 
-ACTIVATION_CASES = [(name, fmt) for name in reference.ACTIVATION_NAMES for fmt in ("channels_last", "channels_first")]
+ACTIVATION_CASES = [
+    (name, fmt)
+    for name in reference.ACTIVATION_NAMES
+    for fmt in ("channels_last", "channels_first")
+]
 
 
-@pytest.mark.parametrize(("activation", "data_format"), ACTIVATION_CASES, ids=[f"{a}-{f}" for a, f in ACTIVATION_CASES])
+@pytest.mark.parametrize(
+    ("activation", "data_format"), ACTIVATION_CASES, ids=[f"{a}-{f}" for a, f in ACTIVATION_CASES]
+)
 def test_every_activation(activation: str, data_format: str) -> None:
     # 3x3 input, k3 s2 same -> 6x6 output: even last axis for glu in both layouts; x3 spreads
     # values past the activations' thresholds (±0.5, ±1, ±3).
     shape = (2, 3, 3, 4) if data_format == "channels_last" else (2, 4, 3, 3)
     x = 3 * np.random.default_rng(7).standard_normal(shape).astype(np.float32)
-    args = {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same", "activation": activation, "data_format": data_format}
+    args = {
+        "filters": 4,
+        "kernel_size": 3,
+        "strides": 2,
+        "padding": "same",
+        "activation": activation,
+        "data_format": data_format,
+    }
     _compile_and_compare(args, x)
 
 
-OPSET_ACTIVATIONS = ("celu", "gelu", "hard_silu", "mish", "silu", "softmax", "log_softmax", "glu", "sparsemax", "hard_sigmoid")
+OPSET_ACTIVATIONS = (
+    "celu",
+    "gelu",
+    "hard_silu",
+    "mish",
+    "silu",
+    "softmax",
+    "log_softmax",
+    "glu",
+    "sparsemax",
+    "hard_sigmoid",
+)
 
 
 @pytest.mark.parametrize("opset", [11, 12, 13, 14, 17, 18, 20, 24, 26])
@@ -122,7 +196,13 @@ OPSET_ACTIVATIONS = ("celu", "gelu", "hard_silu", "mish", "silu", "softmax", "lo
 def test_activations_across_opsets(opset: int, activation: str) -> None:
     """The composite forms (old opsets) and the fused ops (new ones) compute the same Keras formula."""
     x = 2 * np.random.default_rng(opset).standard_normal((1, 3, 3, 4)).astype(np.float32)
-    args = {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same", "activation": activation}
+    args = {
+        "filters": 4,
+        "kernel_size": 3,
+        "strides": 2,
+        "padding": "same",
+        "activation": activation,
+    }
     _compile_and_compare(args, x, opset=opset)
 
 
@@ -172,8 +252,26 @@ def test_chain_matches_reference_layer_by_layer() -> None:
     }  # fmt: skip
     x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
     common = {"dilation_rate": (1, 1), "data_format": "channels_last"}
-    hidden = reference.layer(x, k1, b1, activation_name="relu", strides=(2, 2), padding="same", output_padding=None, **common)
-    expected = reference.layer(hidden, k2, b2, activation_name="tanh", strides=(2, 2), padding="valid", output_padding=(1, 1), **common)
+    hidden = reference.layer(
+        x,
+        k1,
+        b1,
+        activation_name="relu",
+        strides=(2, 2),
+        padding="same",
+        output_padding=None,
+        **common,
+    )
+    expected = reference.layer(
+        hidden,
+        k2,
+        b2,
+        activation_name="tanh",
+        strides=(2, 2),
+        padding="valid",
+        output_padding=(1, 1),
+        **common,
+    )
     assert_close(run_cpu(dc.compile_spec(dc.load_spec(spec)), x), expected)
 
 
@@ -192,6 +290,10 @@ def test_mixed_data_formats_in_one_chain() -> None:
     }  # fmt: skip
     x = rng.standard_normal((1, 3, 4, 3)).astype(np.float32)
     common = {"dilation_rate": (1, 1), "padding": "valid", "output_padding": None}
-    hidden = reference.conv_transpose(x, k1, None, strides=(2, 2), data_format="channels_last", **common)
-    expected = reference.conv_transpose(hidden, k2, None, strides=(1, 1), data_format="channels_first", **common)
+    hidden = reference.conv_transpose(
+        x, k1, None, strides=(2, 2), data_format="channels_last", **common
+    )
+    expected = reference.conv_transpose(
+        hidden, k2, None, strides=(1, 1), data_format="channels_first", **common
+    )
     assert_close(run_cpu(dc.compile_spec(dc.load_spec(spec)), x), expected)

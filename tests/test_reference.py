@@ -45,6 +45,7 @@ def keras() -> ModuleType:
     module = pytest.importorskip("keras")
     if module.backend.backend() != "jax":
         pytest.skip(f"Keras was already imported with the {module.backend.backend()} backend")
+    assert isinstance(module, ModuleType)
     return module
 
 
@@ -82,9 +83,7 @@ def test_consistency_table_has_keras_grid() -> None:
     """The table holds exactly Keras' product grid minus the `output_padding >= strides` cases."""
     grid = [
         (k, s, p, op)
-        for k, s, p, op in itertools.product(
-            range(1, 5), range(1, 5), ("same", "valid"), (None, 1, 2, 3, 4)
-        )
+        for k, s, p, op in itertools.product(range(1, 5), range(1, 5), ("same", "valid"), (None, 1, 2, 3, 4))
         if op is None or op < s
     ]
     assert len(grid) == 80
@@ -391,9 +390,7 @@ def test_reference_matches_keras_layer(keras: ModuleType, case: LayerCase) -> No
         data_format=case.data_format,
     )
     assert actual.shape == expected.shape
-    np.testing.assert_allclose(
-        actual, expected, rtol=RTOL, atol=RTOL * np.max(np.abs(expected), initial=0.0)
-    )
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=RTOL * np.max(np.abs(expected), initial=0.0))
 
 
 @pytest.mark.keras

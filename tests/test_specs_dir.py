@@ -60,6 +60,12 @@ def test_examples_satisfy_the_schema(path: Path) -> None:
 def test_schema_rejects_what_an_editor_should_flag() -> None:
     schema = json.loads(SCHEMA_FILE.read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    assert not validator.is_valid({"filters": 2, "kernel_size": 3, "strides": 2, "paddin": "same", "input_shape": [4, 4, 2]})
-    assert not validator.is_valid({"filters": 2, "kernel_size": 3, "activation": "Relu", "input_shape": [4, 4, 2]})
-    assert validator.is_valid({"filters": 2, "kernel_size": 3, "padding": "SAME", "input_shape": [4, 4, 2]})
+    assert not validator.is_valid(
+        {"filters": 2, "kernel_size": 3, "strides": 2, "paddin": "same", "input_shape": [4, 4, 2]}
+    )
+    assert not validator.is_valid(
+        {"filters": 2, "kernel_size": 3, "activation": "Relu", "input_shape": [4, 4, 2]}
+    )
+    assert validator.is_valid(
+        {"filters": 2, "kernel_size": 3, "padding": "SAME", "input_shape": [4, 4, 2]}
+    )

@@ -20,21 +20,36 @@ def _attrs(node: onnx.NodeProto) -> dict[str, object]:
 
 
 def _layer(**overrides: object) -> dict[str, object]:
-    spec: dict[str, object] = {"type": "Conv2DTranspose", "filters": 4, "kernel_size": 3, "strides": 2, "input_shape": [5, 6, 3]}
+    spec: dict[str, object] = {
+        "type": "Conv2DTranspose",
+        "filters": 4,
+        "kernel_size": 3,
+        "strides": 2,
+        "input_shape": [5, 6, 3],
+    }
     spec.update(overrides)
     return spec
 
 
 def test_single_layer_graph_is_transpose_convtranspose_activation_transpose() -> None:
     model = dc.compile_spec(dc.load_spec(_layer(padding="same", activation="relu")))
-    assert [n.op_type for n in model.graph.node] == ["Transpose", "ConvTranspose", "Relu", "Transpose"]
+    assert [n.op_type for n in model.graph.node] == [
+        "Transpose",
+        "ConvTranspose",
+        "Relu",
+        "Transpose",
+    ]
     conv = model.graph.node[1]
     attrs = _attrs(conv)
     assert "auto_pad" not in attrs and "output_shape" not in attrs
     # same, k3 s2: total crop ke - s = 1 -> the odd pixel is cropped at the END, as Keras does
     assert attrs["pads"] == [0, 0, 1, 1]
     assert attrs["output_padding"] == [0, 0]
-    assert attrs["strides"] == [2, 2] and attrs["kernel_shape"] == [3, 3] and attrs["dilations"] == [1, 1]
+    assert (
+        attrs["strides"] == [2, 2]
+        and attrs["kernel_shape"] == [3, 3]
+        and attrs["dilations"] == [1, 1]
+    )
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     assert list(conv.input[1:]) == ["conv2d_transpose/kernel", "conv2d_transpose/bias"]
     assert weights["conv2d_transpose/kernel"].shape == (3, 4, 3, 3)  # (in, filters, kh, kw)
@@ -43,9 +58,13 @@ def test_single_layer_graph_is_transpose_convtranspose_activation_transpose() ->
 
 def test_kernel_is_permuted_not_flipped() -> None:
     kernel = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)  # (kh, kw, filters, in)
-    spec = _layer(filters=4, kernel_size=[2, 3], input_shape=[4, 4, 5], use_bias=False, weights=[kernel])
+    spec = _layer(
+        filters=4, kernel_size=[2, 3], input_shape=[4, 4, 5], use_bias=False, weights=[kernel]
+    )
     model = dc.compile_spec(dc.load_spec(spec))
-    (w,) = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("/kernel")]
+    (w,) = [
+        onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("/kernel")
+    ]
     np.testing.assert_array_equal(w, kernel.transpose(3, 2, 0, 1).astype(np.float32))
 
 
@@ -61,9 +80,21 @@ def test_kernel_is_permuted_not_flipped() -> None:
         (1, 3, "same", None, [0, 0], [2]),
     ],
 )
-def test_explicit_pads_table(k: int, s: int, padding: str, op: int | None, pads: list[int], output_padding: list[int]) -> None:
-    spec = {"type": "Conv1DTranspose", "filters": 1, "kernel_size": k, "strides": s, "padding": padding, "output_padding": op, "input_shape": [4, 1]}
-    (conv,) = [n for n in dc.compile_spec(dc.load_spec(spec)).graph.node if n.op_type == "ConvTranspose"]
+def test_explicit_pads_table(
+    k: int, s: int, padding: str, op: int | None, pads: list[int], output_padding: list[int]
+) -> None:
+    spec = {
+        "type": "Conv1DTranspose",
+        "filters": 1,
+        "kernel_size": k,
+        "strides": s,
+        "padding": padding,
+        "output_padding": op,
+        "input_shape": [4, 1],
+    }
+    (conv,) = [
+        n for n in dc.compile_spec(dc.load_spec(spec)).graph.node if n.op_type == "ConvTranspose"
+    ]
     assert _attrs(conv)["pads"] == pads and _attrs(conv)["output_padding"] == output_padding
 
 
@@ -75,7 +106,9 @@ def test_channels_last_chain_has_exactly_two_transposes() -> None:
 
 
 def test_channels_first_has_no_transpose() -> None:
-    model = dc.compile_spec(dc.load_spec(_layer(data_format="channels_first", input_shape=[3, 5, 6])))
+    model = dc.compile_spec(
+        dc.load_spec(_layer(data_format="channels_first", input_shape=[3, 5, 6]))
+    )
     assert [n.op_type for n in model.graph.node] == ["ConvTranspose"]
 
 
@@ -86,19 +119,26 @@ def test_no_bias_input_without_use_bias() -> None:
 
 
 def test_dynamic_dims_are_symbolic_and_add_no_shape_subgraph() -> None:
-    model = dc.compile_spec(dc.load_spec(_layer(input_shape=[None, None, 3], padding="same", output_padding=1)))
+    model = dc.compile_spec(
+        dc.load_spec(_layer(input_shape=[None, None, 3], padding="same", output_padding=1))
+    )
     ops = {n.op_type for n in model.graph.node}
     assert not ops & {"Shape", "Gather", "Concat", "Slice", "Pad"}
     (graph_input,) = model.graph.input
     dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert dims == ["batch", "input_dim1", "input_dim2", 3]
-    out_dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    out_dims = [
+        d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim
+    ]
     assert out_dims[0] == "batch" and out_dims[-1] == 4
 
 
 def test_same_spec_gives_byte_identical_model() -> None:
     spec = dc.load_spec(SPECS / "dcgan_generator.yaml")
-    assert dc.compile_spec(spec).SerializeToString() == dc.compile_spec(dc.load_spec(SPECS / "dcgan_generator.yaml")).SerializeToString()
+    assert (
+        dc.compile_spec(spec).SerializeToString()
+        == dc.compile_spec(dc.load_spec(SPECS / "dcgan_generator.yaml")).SerializeToString()
+    )
 
 
 def test_seed_changes_initialized_weights_only() -> None:
@@ -134,7 +174,9 @@ def test_max_opset_is_the_newest_onnxruntime_loads() -> None:
             [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
         )  # fmt: skip
         ops = [helper.make_opsetid("", opset)]
-        model = helper.make_model(graph, opset_imports=ops, ir_version=min(13, helper.find_min_ir_version_for(ops)))
+        model = helper.make_model(
+            graph, opset_imports=ops, ir_version=min(13, helper.find_min_ir_version_for(ops))
+        )
         try:
             ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         except Exception:
@@ -145,7 +187,11 @@ def test_max_opset_is_the_newest_onnxruntime_loads() -> None:
 
 
 def test_metadata_records_version_and_normalized_spec() -> None:
-    spec = _layer(kernel_regularizer={"class_name": "L2", "config": {"l2": 0.001}}, kernel_constraint="non_neg", trainable=False)
+    spec = _layer(
+        kernel_regularizer={"class_name": "L2", "config": {"l2": 0.001}},
+        kernel_constraint="non_neg",
+        trainable=False,
+    )
     model = dc.compile_spec(dc.load_spec(spec))
     props = {p.key: p.value for p in model.metadata_props}
     assert props["deconv_compiler.version"] == dc.__version__
@@ -153,7 +199,11 @@ def test_metadata_records_version_and_normalized_spec() -> None:
     config = recorded["layers"][0]["config"]
     assert config["kernel_regularizer"] == {"class_name": "L2", "config": {"l2": 0.001}}
     assert config["kernel_constraint"] == {"class_name": "NonNeg", "config": {}}
-    assert config["trainable"] is False and config["strides"] == [2, 2] and config["padding"] == "valid"
+    assert (
+        config["trainable"] is False
+        and config["strides"] == [2, 2]
+        and config["padding"] == "valid"
+    )
     assert model.producer_name == "deconv-compiler"
 
 
@@ -174,7 +224,16 @@ def test_float16_model_declares_float16_and_stores_half_weights() -> None:
 
 def test_text_golden_of_a_small_model() -> None:
     """A readable golden: the whole graph of a 1D layer, as onnx's printer writes it."""
-    spec = {"type": "Conv1DTranspose", "filters": 1, "kernel_size": 2, "strides": 2, "padding": "same", "activation": "hard_sigmoid", "input_shape": [None, 1], "weights": [[[[1.0]], [[2.0]]], [0.5]]}
+    spec = {
+        "type": "Conv1DTranspose",
+        "filters": 1,
+        "kernel_size": 2,
+        "strides": 2,
+        "padding": "same",
+        "activation": "hard_sigmoid",
+        "input_shape": [None, 1],
+        "weights": [[[[1.0]], [[2.0]]], [0.5]],
+    }
     text = onnx.printer.to_text(dc.compile_spec(dc.load_spec(spec)).graph)
     assert text == GOLDEN_1D.strip(), text
 
