@@ -16,9 +16,8 @@ import numpy as np
 import onnx
 
 import deconv_compiler
-from deconv_compiler import DeconvError, SpecError
+from deconv_compiler.errors import DeconvError, RuntimeFailure, SpecError
 from deconv_compiler.plan import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from deconv_compiler.runtime import RuntimeFailure, run_model
 
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
@@ -116,6 +115,8 @@ def run(
     provider: str,
 ) -> None:
     """Run a model (or a spec, compiled in memory) once on onnxruntime."""
+    from deconv_compiler.runtime import run_model  # onnxruntime loads only for commands that run
+
     if (input_path is None) == (not random_input):
         _fail("give exactly one of --input FILE.npy or --random")
     with _reported_errors():

@@ -53,3 +53,7 @@ class SpecError(DeconvError):
 
 class CompileError(DeconvError):
     """The spec is valid but cannot be lowered with the chosen options (e.g. opset too old)."""
+
+
+class RuntimeFailure(DeconvError):
+    """onnxruntime could not create a session or run the model."""

@@ -13,13 +13,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from deconv_compiler.errors import DeconvError
+from deconv_compiler.errors import RuntimeFailure
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
-
-class RuntimeFailure(DeconvError):
-    """onnxruntime could not create a session or run the model."""
 
 
 @dataclass(frozen=True, eq=False)
