@@ -18,6 +18,7 @@ import onnx
 import deconv_compiler
 from deconv_compiler.errors import DeconvError, RuntimeFailure, SpecError
 from deconv_compiler.plan import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from deconv_compiler.weights import pickle_refusal
 
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
@@ -29,7 +30,7 @@ def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
 
 
 @contextmanager
-def _reported_errors() -> Iterator[None]:
+def _reported_errors(writes: bool = True) -> Iterator[None]:
     """Print domain errors as one line per problem and exit with their code; no traceback."""
     try:
         yield
@@ -37,7 +38,9 @@ def _reported_errors() -> Iterator[None]:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         count = len(exc.problems)
-        _fail(f"{count} problem{'s' if count != 1 else ''} found; nothing was written")
+        if count > 1:
+            click.echo(f"error: {count} problems found{'; nothing was written' if writes else ''}", err=True)
+        sys.exit(EXIT_INPUT)
     except RuntimeFailure as exc:
         _fail(str(exc), EXIT_RUNTIME)
     except DeconvError as exc:
@@ -69,7 +72,7 @@ def main() -> None:
 @click.argument("spec", type=click.Path(path_type=Path))
 def validate(spec: Path) -> None:
     """Check SPEC without building anything; list every problem found."""
-    with _reported_errors():
+    with _reported_errors(writes=False):
         model_spec = deconv_compiler.load_spec(spec)
     click.echo(f"{spec}: ok: {_describe(model_spec)}")
 
@@ -119,6 +122,8 @@ def run(
 
     if (input_path is None) == (not random_input):
         _fail("give exactly one of --input FILE.npy or --random")
+    if output is not None:
+        _check_output_path(output, model_or_spec)
     with _reported_errors():
         model = _load_model_or_spec(model_or_spec)
         declared = model.graph.input[0]
@@ -204,10 +209,13 @@ def _concrete_shape(dims: list[int | None], given: str | None) -> tuple[int, ...
 def _read_input(path: Path, dims: list[int | None], dtype: Any) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        _fail(f"cannot read input {path} as .npy: {exc}")
+    except (OSError, ValueError, EOFError) as exc:
+        _fail(f"cannot read input {path}: {pickle_refusal(exc)}")
     if not isinstance(x, np.ndarray):
-        _fail(f"input {path} must be a single .npy array")
+        x.close()
+        _fail(f"input {path} must be a single .npy array (got an .npz archive)")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        _fail(f"input {path} holds {x.dtype} values; the model expects numbers ({np.dtype(dtype).name})")
     if x.ndim != len(dims) or any(d is not None and d != s for d, s in zip(dims, x.shape, strict=False)):
         _fail(f"input {path} has shape {x.shape}; the model expects {_dims_text(dims)}")
     return x.astype(dtype)

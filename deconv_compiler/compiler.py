@@ -36,12 +36,23 @@ def compile_spec(spec: ModelSpec, opset: int = DEFAULT_OPSET, seed: int | None =
     return model
 
 
+def _file_mode(target: Path) -> int:
+    """The existing file's mode, else what the umask gives a new file."""
+    try:
+        return target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def save_model(model: onnx.ModelProto, path: str | Path) -> None:
     """Write atomically: a temporary file beside the target, fsync, then rename over it."""
     target = Path(path)
     data = model.SerializeToString()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, _file_mode(target))  # mkstemp makes 0600; give the file its usual mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -133,7 +133,9 @@ def _load_yaml(text: str, file: str | None) -> tuple[Any, dict[FieldPath, int]]:
 
 
 def _line_map(text: str, file: str | None = None) -> dict[FieldPath, int]:
-    loader = yaml.SafeLoader(text)
+    """Lines of a JSON document, read by composing it as YAML (tabs, legal JSON whitespace
+    that YAML refuses for indentation, become spaces: line numbers do not move)."""
+    loader = yaml.SafeLoader(text.replace("\t", " "))
     try:
         node = loader.get_single_node()
     finally:
@@ -161,6 +163,10 @@ def _walk(
         for key_node, value_node in node.value:
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:str"):
+                shown = key if isinstance(key_node, yaml.ScalarNode) else "a collection"
+                problems.append(Problem(path, f"keys must be strings, got {shown}", file, line))
+                continue
             if key in seen:
                 problems.append(Problem((*path, key), "duplicate key", file, line))
                 continue

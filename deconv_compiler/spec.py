@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,10 @@ _REFUSED_DTYPES = {
 
 # --- the argument set (pydantic: defaults, simple types, unknown keys, JSON Schema) -------------
 
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+MAX_SIZE = 2**31 - 1  # any count or length beyond int32 is a typo, not a layer
+# weights above this are refused before anything is allocated
+MAX_WEIGHT_BYTES = 4 * 2**30
+PositiveInt = Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)]
 _INT_OR_LIST = {"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]}
 IntOrList = Annotated[Any, WithJsonSchema(_INT_OR_LIST)]
 OptionalIntOrList = Annotated[Any, WithJsonSchema({"oneOf": [*_INT_OR_LIST["oneOf"], {"type": "null"}]})]
@@ -80,7 +84,7 @@ ActivationName = Annotated[
 Padding = Annotated[
     Any, WithJsonSchema({"type": "string", "pattern": "^([vV][aA][lL][iI][dD]|[sS][aA][mM][eE])$"})
 ]
-Shape = list[Annotated[int, Strict(), Field(gt=0)] | None]
+Shape = list[Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)] | None]
 Weights = Annotated[
     Any,
     WithJsonSchema(
@@ -103,13 +107,23 @@ class LayerArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="Layer")
 
-    type: Literal[tuple(LAYER_TYPES)] = "Conv2DTranspose"  # type: ignore[valid-type]
+    type: Annotated[Any, WithJsonSchema({"type": "string", "enum": list(LAYER_TYPES)})] = "Conv2DTranspose"
     filters: PositiveInt
     kernel_size: IntOrList
     strides: IntOrList = 1
     padding: Padding = "valid"
     output_padding: OptionalIntOrList = None
-    data_format: Literal["channels_last", "channels_first"] | None = None
+    data_format: Annotated[
+        Any,
+        WithJsonSchema(
+            {
+                "oneOf": [
+                    {"type": "string", "pattern": "^(?i:channels_last|channels_first)$"},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = None
     dilation_rate: IntOrList = 1
     activation: ActivationName = None
     use_bias: Annotated[bool, Strict()] = True
@@ -449,11 +463,8 @@ def _parse_layer(
     if "groups" in data:
         problems.add((*path, "groups"), "Keras 3 transposed convolutions have no `groups` argument")
     args = _pydantic(LayerArgs, {k: v for k, v in data.items() if k != "groups"}, path, problems)
-    rank = (
-        LAYER_TYPES.get(data.get("type", "Conv2DTranspose"))
-        if isinstance(data.get("type", ""), str)
-        else None
-    )
+    rank = _layer_type(data.get("type", "Conv2DTranspose"), (*path, "type"), problems)
+    data_format = _data_format(data.get("data_format"), (*path, "data_format"), problems)
 
     def tuple_arg(name: str, default: Any, minimum: int, nullable: bool = False) -> tuple[int, ...] | None:
         value = data.get(name, default)
@@ -467,7 +478,8 @@ def _parse_layer(
     output_padding = tuple_arg("output_padding", None, 0, nullable=True)
     padding = _padding(data.get("padding", "valid"), (*path, "padding"), problems)
     activation = _activation(data.get("activation"), (*path, "activation"), problems)
-    dtype = _dtype(data["dtype"], (*path, "dtype"), problems) if data.get("dtype") is not None else "float32"
+    raw_dtype = data.get("dtype")
+    dtype = _dtype(raw_dtype, (*path, "dtype"), problems) if isinstance(raw_dtype, str) else "float32"
 
     def keras_object(name: str, vocab: Vocabulary, default: Any) -> KerasObject | None:
         value = data.get(name, default)
@@ -497,20 +509,21 @@ def _parse_layer(
             f"Received: strides={strides} and dilation_rate={dilation}",
         )
     if strides and output_padding is not None:
-        for axis, (op, s) in enumerate(zip(output_padding, strides, strict=True)):
-            if op >= s:
-                problems.add(
-                    (*path, "output_padding", axis)
-                    if isinstance(data.get("output_padding"), list)
-                    else (*path, "output_padding"),
-                    f"must be strictly less than strides: output_padding={output_padding}, strides={strides}",
-                )
-    if args is None or len(problems.found) > before or rank is None:
+        too_large = [
+            axis for axis, (op, s) in enumerate(zip(output_padding, strides, strict=True)) if op >= s
+        ]
+        per_axis = isinstance(data.get("output_padding"), (list, tuple))
+        for axis in too_large if per_axis else too_large[:1]:
+            problems.add(
+                (*path, "output_padding", axis) if per_axis else (*path, "output_padding"),
+                f"must be strictly less than strides: output_padding={output_padding}, strides={strides}",
+            )
+    if args is None or len(problems.found) > before or rank is None or data_format is None:
         return None
     assert kernel_size and strides and dilation and padding and activation and dtype
     assert kernel_init is not None and bias_init is not None
 
-    data_format: Literal["channels_last", "channels_first"] = args.data_format or "channels_last"
+    assert data_format is not None
     counts[rank] = counts.get(rank, 0) + 1
     name = args.name or f"conv{rank}d_transpose" + (f"_{counts[rank] - 1}" if counts[rank] > 1 else "")
     if input_shape is None or input_path is None:
@@ -532,9 +545,17 @@ def _parse_layer(
             )
             return None
         output_shape = (*output_shape[:-1], None if axis_size is None else axis_size // 2)
+    kernel_shape = (*kernel_size, args.filters, in_channels)
+    weight_bytes = (math.prod(kernel_shape) + args.filters) * np.dtype(dtype).itemsize
+    if weight_bytes > MAX_WEIGHT_BYTES:
+        problems.add(
+            path,
+            f"the weights would take {weight_bytes / 2**30:.1f} GiB (kernel {kernel_shape}, {dtype}); "
+            f"the limit is {MAX_WEIGHT_BYTES / 2**30:.0f} GiB",
+        )
+        return None
     weights = None
     if args.weights is not None:
-        kernel_shape = (*kernel_size, args.filters, in_channels)
         weights = load_layer_weights(
             args.weights,
             kernel_shape,
@@ -657,9 +678,39 @@ def _int_tuple(
         elif item < minimum:
             problems.add(item_path, f"must be >= {minimum}, got {item}")
             ok = False
+        elif item > MAX_SIZE:
+            problems.add(item_path, f"must be <= {MAX_SIZE}, got {item}")
+            ok = False
         if item_path == path and not ok:
             break  # a broadcast scalar: one message is enough
     return tuple(values) if ok else None
+
+
+def _layer_type(value: Any, path: FieldPath, problems: _Problems) -> int | None:
+    """Rank of a layer type name (Keras class names, their aliases, the R function names)."""
+    if isinstance(value, str) and value in LAYER_TYPES:
+        return LAYER_TYPES[value]
+    if not isinstance(value, str):
+        problems.add(path, f"must be a layer type name, got {_show(value)}")
+        return None
+    by_lower = {name.lower(): name for name in LAYER_TYPES}
+    close = difflib.get_close_matches(value, list(LAYER_TYPES), n=1)
+    hint = by_lower.get(value.lower()) or (close[0] if close else None)
+    suffix = f"; did you mean {hint!r}?" if hint else f"; supported: {', '.join(LAYER_TYPES)}"
+    problems.add(path, f"unknown layer type {value!r}{suffix}")
+    return None
+
+
+def _data_format(
+    value: Any, path: FieldPath, problems: _Problems
+) -> Literal["channels_last", "channels_first"] | None:
+    """Keras lower-cases data_format; None means its default, channels_last."""
+    if value is None:
+        return "channels_last"
+    if isinstance(value, str) and value.lower() in ("channels_last", "channels_first"):
+        return "channels_last" if value.lower() == "channels_last" else "channels_first"
+    problems.add(path, f"must be 'channels_last' or 'channels_first', got {_show(value)}")
+    return None
 
 
 def _padding(value: Any, path: FieldPath, problems: _Problems) -> Literal["valid", "same"] | None:
@@ -707,6 +758,7 @@ _PYDANTIC_MESSAGES: dict[str, Callable[[Any], str]] = {
     "list_type": lambda e: f"must be a list, got {_show(e['input'])}",
     "greater_than": lambda e: f"must be >= {e['ctx']['gt'] + 1}, got {e['input']!r}",
     "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}, got {e['input']!r}",
+    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']}, got {e['input']!r}",
     "string_too_short": lambda e: "must not be empty",
     "too_short": lambda e: f"must have at least {e['ctx']['min_length']} item(s)",
     "literal_error": lambda e: f"must be one of {e['ctx']['expected']}, got {_show(e['input'])}",
@@ -727,10 +779,12 @@ def _pydantic(model: type[Any], data: Mapping[str, Any], path: FieldPath, proble
                 known = list(model.model_fields)
                 hint = difflib.get_close_matches(key, known, n=1)
                 suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-                problems.add(
-                    (*path, *loc),
-                    f"unrecognized argument {key!r} (Keras rejects unknown keyword arguments){suffix}",
+                what = (
+                    f"unrecognized argument {key!r} (Keras rejects unknown keyword arguments)"
+                    if model is LayerArgs
+                    else f"unrecognized key {key!r}"
                 )
+                problems.add((*path, *loc), what + suffix)
                 continue
             render = _PYDANTIC_MESSAGES.get(error["type"])
             problems.add((*path, *loc), render(error) if render else error["msg"])
@@ -754,7 +808,7 @@ def _shapes_agree(a: tuple[int | None, ...], b: tuple[int | None, ...]) -> bool:
 
 
 def _fmt(shape: tuple[int | None, ...]) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+    return str(tuple(shape))
 
 
 def _kind(value: Any) -> str:

@@ -93,18 +93,41 @@ def _read_npz(
 ) -> dict[str, np.ndarray] | None:
     resolved = (base_dir or Path.cwd()) / value
     try:
-        with np.load(resolved, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                report(path, f"{value!r} is a single .npy array; give an .npz with 'kernel' and 'bias'")
-                return None
-            return {name: np.asarray(archive[name], dtype=np.float64) for name in archive.files}
+        loaded = np.load(resolved, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            report(path, f"{value!r} is a single .npy array; give an .npz with 'kernel' and 'bias'")
+            return None
+        with loaded as archive:
+            return {name: _file_array(archive[name]) for name in archive.files}
+    except _NotNumeric as exc:
+        report(path, f"{value!r}: {exc}")
     except FileNotFoundError:
         report(path, f"weights file {value!r} not found (looked at {resolved})")
     except IsADirectoryError:
         report(path, f"weights path {value!r} is a directory (resolved to {resolved})")
-    except (ValueError, OSError, zipfile.BadZipFile, TypeError) as exc:
-        report(path, f"cannot read weights file {value!r} as .npz: {exc}")
+    except (ValueError, OSError, zipfile.BadZipFile, TypeError, EOFError) as exc:
+        report(path, f"cannot read weights file {value!r}: {pickle_refusal(exc)} (resolved to {resolved})")
     return None
+
+
+def pickle_refusal(exc: Exception) -> str:
+    """numpy's errors under allow_pickle=False, said plainly (we never unpickle user files)."""
+    text = str(exc)
+    if "Object arrays cannot be loaded" in text:
+        return "it holds pickled Python objects, which are refused (allow_pickle=False); save numbers only"
+    if "pickle" in text:  # numpy's fallback for anything that is not .npy/.npz
+        return "not a .npy/.npz file"
+    return text
+
+
+class _NotNumeric(ValueError):
+    pass
+
+
+def _file_array(array: np.ndarray) -> np.ndarray:
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise _NotNumeric(f"array of {array.dtype} where numbers were expected")
+    return np.asarray(array, dtype=np.float64)
 
 
 def _as_array(value: Any, path: FieldPath, report: Report) -> np.ndarray | None:

@@ -141,9 +141,7 @@ _CONSISTENCY_ROWS: tuple[tuple[int, int, str, int | None, tuple[float, ...]], ..
     (4, 4, "valid", 3, (1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0)),
 )
 
-CONSISTENCY_1D: tuple[ConsistencyCase, ...] = tuple(
-    ConsistencyCase(*row) for row in _CONSISTENCY_ROWS
-)
+CONSISTENCY_1D: tuple[ConsistencyCase, ...] = tuple(ConsistencyCase(*row) for row in _CONSISTENCY_ROWS)
 
 BASIC_SHAPES: tuple[ShapeCase, ...] = (
     ShapeCase(

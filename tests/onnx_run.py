@@ -12,16 +12,12 @@ import onnxruntime as ort
 def run_cpu(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     result: Any = session.run(None, {session.get_inputs()[0].name: x})[0]
     return np.asarray(result)
 
 
-def assert_close(
-    actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-5, context: str = ""
-) -> None:
+def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-5, context: str = "") -> None:
     """Elementwise |a - e| <= rtol * max(1, max|e|): 1e-5 relative to the output's scale."""
     assert actual.shape == expected.shape, f"{context}: shape {actual.shape} != {expected.shape}"
     scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0

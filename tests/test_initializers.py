@@ -24,9 +24,7 @@ SHAPE = (4, 4, 64, 48)  # a Conv2DTranspose kernel: (kh, kw, filters, in_channel
 
 def _ours(identifier: Any, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
     problems: list[str] = []
-    obj = parse_keras_object(
-        identifier, INITIALIZER, ("init",), lambda path, msg: problems.append(msg)
-    )
+    obj = parse_keras_object(identifier, INITIALIZER, ("init",), lambda path, msg: problems.append(msg))
     assert obj is not None, problems
     return initial_value(obj, shape, np.random.default_rng(0))
 
@@ -109,9 +107,7 @@ def test_bias_initializer_none_is_glorot_uniform_like_keras() -> None:
     layer = keras.layers.Conv2DTranspose(4, 3, bias_initializer=None)
     layer.build((1, 5, 5, 2))
     assert np.any(np.asarray(layer.bias) != 0)  # Keras: not zeros
-    spec = dc.load_spec(
-        {"filters": 4, "kernel_size": 3, "bias_initializer": None, "input_shape": [5, 5, 2]}
-    )
+    spec = dc.load_spec({"filters": 4, "kernel_size": 3, "bias_initializer": None, "input_shape": [5, 5, 2]})
     assert spec.layers[0].bias_initializer == KerasObject(
         "GlorotUniform", {"seed": None, "input_axes": None, "output_axes": None}
     )

@@ -43,9 +43,7 @@ def test_consistency_1d(case: ConsistencyCase) -> None:
     np.testing.assert_array_equal(y.reshape(-1), np.asarray(expected, np.float32))
 
 
-@pytest.mark.parametrize(
-    "case", BASIC_SHAPES, ids=[f"{c.layer}-{c.input_shape}" for c in BASIC_SHAPES]
-)
+@pytest.mark.parametrize("case", BASIC_SHAPES, ids=[f"{c.layer}-{c.input_shape}" for c in BASIC_SHAPES])
 def test_basic_output_shapes(case: ShapeCase) -> None:
     def listed(value: int | tuple[int, ...]) -> int | list[int]:
         return list(value) if isinstance(value, tuple) else value

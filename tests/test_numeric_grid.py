@@ -152,9 +152,7 @@ def test_ranks_formats_and_tuples(name: str) -> None:
 
 
 ACTIVATION_CASES = [
-    (name, fmt)
-    for name in reference.ACTIVATION_NAMES
-    for fmt in ("channels_last", "channels_first")
+    (name, fmt) for name in reference.ACTIVATION_NAMES for fmt in ("channels_last", "channels_first")
 ]
 
 
@@ -290,9 +288,7 @@ def test_mixed_data_formats_in_one_chain() -> None:
     }  # fmt: skip
     x = rng.standard_normal((1, 3, 4, 3)).astype(np.float32)
     common = {"dilation_rate": (1, 1), "padding": "valid", "output_padding": None}
-    hidden = reference.conv_transpose(
-        x, k1, None, strides=(2, 2), data_format="channels_last", **common
-    )
+    hidden = reference.conv_transpose(x, k1, None, strides=(2, 2), data_format="channels_last", **common)
     expected = reference.conv_transpose(
         hidden, k2, None, strides=(1, 1), data_format="channels_first", **common
     )

@@ -66,6 +66,4 @@ def test_schema_rejects_what_an_editor_should_flag() -> None:
     assert not validator.is_valid(
         {"filters": 2, "kernel_size": 3, "activation": "Relu", "input_shape": [4, 4, 2]}
     )
-    assert validator.is_valid(
-        {"filters": 2, "kernel_size": 3, "padding": "SAME", "input_shape": [4, 4, 2]}
-    )
+    assert validator.is_valid({"filters": 2, "kernel_size": 3, "padding": "SAME", "input_shape": [4, 4, 2]})

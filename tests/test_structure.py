@@ -45,11 +45,7 @@ def test_single_layer_graph_is_transpose_convtranspose_activation_transpose() ->
     # same, k3 s2: total crop ke - s = 1 -> the odd pixel is cropped at the END, as Keras does
     assert attrs["pads"] == [0, 0, 1, 1]
     assert attrs["output_padding"] == [0, 0]
-    assert (
-        attrs["strides"] == [2, 2]
-        and attrs["kernel_shape"] == [3, 3]
-        and attrs["dilations"] == [1, 1]
-    )
+    assert attrs["strides"] == [2, 2] and attrs["kernel_shape"] == [3, 3] and attrs["dilations"] == [1, 1]
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     assert list(conv.input[1:]) == ["conv2d_transpose/kernel", "conv2d_transpose/bias"]
     assert weights["conv2d_transpose/kernel"].shape == (3, 4, 3, 3)  # (in, filters, kh, kw)
@@ -58,13 +54,9 @@ def test_single_layer_graph_is_transpose_convtranspose_activation_transpose() ->
 
 def test_kernel_is_permuted_not_flipped() -> None:
     kernel = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)  # (kh, kw, filters, in)
-    spec = _layer(
-        filters=4, kernel_size=[2, 3], input_shape=[4, 4, 5], use_bias=False, weights=[kernel]
-    )
+    spec = _layer(filters=4, kernel_size=[2, 3], input_shape=[4, 4, 5], use_bias=False, weights=[kernel])
     model = dc.compile_spec(dc.load_spec(spec))
-    (w,) = [
-        onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("/kernel")
-    ]
+    (w,) = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("/kernel")]
     np.testing.assert_array_equal(w, kernel.transpose(3, 2, 0, 1).astype(np.float32))
 
 
@@ -92,9 +84,7 @@ def test_explicit_pads_table(
         "output_padding": op,
         "input_shape": [4, 1],
     }
-    (conv,) = [
-        n for n in dc.compile_spec(dc.load_spec(spec)).graph.node if n.op_type == "ConvTranspose"
-    ]
+    (conv,) = [n for n in dc.compile_spec(dc.load_spec(spec)).graph.node if n.op_type == "ConvTranspose"]
     assert _attrs(conv)["pads"] == pads and _attrs(conv)["output_padding"] == output_padding
 
 
@@ -106,9 +96,7 @@ def test_channels_last_chain_has_exactly_two_transposes() -> None:
 
 
 def test_channels_first_has_no_transpose() -> None:
-    model = dc.compile_spec(
-        dc.load_spec(_layer(data_format="channels_first", input_shape=[3, 5, 6]))
-    )
+    model = dc.compile_spec(dc.load_spec(_layer(data_format="channels_first", input_shape=[3, 5, 6])))
     assert [n.op_type for n in model.graph.node] == ["ConvTranspose"]
 
 
@@ -127,9 +115,7 @@ def test_dynamic_dims_are_symbolic_and_add_no_shape_subgraph() -> None:
     (graph_input,) = model.graph.input
     dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert dims == ["batch", "input_dim1", "input_dim2", 3]
-    out_dims = [
-        d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim
-    ]
+    out_dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     assert out_dims[0] == "batch" and out_dims[-1] == 4
 
 
@@ -199,11 +185,7 @@ def test_metadata_records_version_and_normalized_spec() -> None:
     config = recorded["layers"][0]["config"]
     assert config["kernel_regularizer"] == {"class_name": "L2", "config": {"l2": 0.001}}
     assert config["kernel_constraint"] == {"class_name": "NonNeg", "config": {}}
-    assert (
-        config["trainable"] is False
-        and config["strides"] == [2, 2]
-        and config["padding"] == "valid"
-    )
+    assert config["trainable"] is False and config["strides"] == [2, 2] and config["padding"] == "valid"
     assert model.producer_name == "deconv-compiler"
 
 

@@ -1,0 +1,536 @@
+"""The `deconvc` command line: through click's CliRunner, and as the installed executable.
+
+Exit codes (README): 0 success, 2 bad spec, file or usage (nothing is written), 1 onnxruntime
+failure. Problems are printed one per line as `file:line: path: message`, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner, Result
+from deconv_compiler.cli.main import main
+
+from deconv_compiler.plan import MAX_OPSET, MIN_OPSET
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+SEED_EXAMPLE = SPECS / "seed_example.yaml"  # Conv2DTranspose(32, 2, 2, relu) on (4, 10, 8, 128)
+DYNAMIC = SPECS / "dcgan_generator.yaml"  # input (None, 7, 7, 256) -> (None, 28, 28, 1)
+SPEC_FILES = sorted(p for p in SPECS.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+
+BAD_SPEC = """\
+type: Conv2DTranspose
+filters: 0
+kernel_size: 3
+strides: [1, 0]
+input_shape: [5, 5, 3]
+activation: Relu
+"""
+# `file:line: path: message`
+PROBLEM_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?P<path>[^:]+): (?P<message>.+)$")
+
+
+def invoke(*args: str | Path) -> Result:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    # click's own exits are SystemExit; anything else escaped the CLI as a traceback
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def assert_clean_failure(result: Result, code: int = 2) -> None:
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    assert result.stderr.strip(), "a failure must say why on stderr"
+
+
+@pytest.fixture
+def bad_spec(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_SPEC)
+    return path
+
+
+@pytest.fixture(scope="module")
+def seed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed example compiled once (static shape)."""
+    out = tmp_path_factory.mktemp("seed") / "seed.onnx"
+    result = invoke("compile", SEED_EXAMPLE, "-o", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# --- compile --------------------------------------------------------------------------------------
+
+
+def test_compile_seed_example(seed_model: Path) -> None:
+    model = onnx.load(str(seed_model))
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(str(seed_model), providers=["CPUExecutionProvider"])
+    (declared,) = session.get_inputs()
+    assert declared.shape == [4, 10, 8, 128]
+    x = np.random.default_rng(0).standard_normal((4, 10, 8, 128)).astype(np.float32)
+    (y,) = session.run(None, {declared.name: x})
+    assert y.shape == (4, 20, 16, 32)
+    assert float(np.min(y)) >= 0.0  # relu
+
+
+def test_compile_reports_what_it_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = invoke("compile", SEED_EXAMPLE, "-o", out)
+    assert result.exit_code == 0
+    assert f"wrote {out} (opset" in result.stdout
+    assert "input (4, 10, 8, 128) -> output (4, 20, 16, 32)" in result.stdout
+    assert result.stderr == ""
+
+
+def test_compile_bad_spec_writes_nothing(tmp_path: Path, bad_spec: Path) -> None:
+    out = tmp_path / "out.onnx"
+    result = invoke("compile", bad_spec, "-o", out)
+    assert_clean_failure(result)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"], "no temporary files left"
+    lines = result.stderr.splitlines()
+    problems = [m for m in map(PROBLEM_LINE.match, lines) if m and m["file"] == str(bad_spec)]
+    assert [(m["line"], m["path"]) for m in problems] == [
+        ("2", "filters"),
+        ("4", "strides[1]"),
+        ("6", "activation"),
+    ]
+    assert lines[-1] == "error: 3 problems found; nothing was written"
+
+
+def test_compile_bad_spec_keeps_an_older_output(tmp_path: Path, bad_spec: Path) -> None:
+    out = tmp_path / "out.onnx"
+    old = b"an older model, byte for byte\x00\xff"
+    out.write_bytes(old)
+    assert_clean_failure(invoke("compile", bad_spec, "-o", out))
+    assert out.read_bytes() == old
+
+
+def test_compile_over_an_older_output_replaces_it(tmp_path: Path) -> None:
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"old")
+    assert invoke("compile", SEED_EXAMPLE, "-o", out).exit_code == 0
+    onnx.checker.check_model(onnx.load(str(out)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"], "no temporary files left"
+
+
+def test_compiled_file_mode_follows_the_umask(tmp_path: Path) -> None:
+    out, plain = tmp_path / "out.onnx", tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert invoke("compile", SEED_EXAMPLE, "-o", out).exit_code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_compile_is_deterministic(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for out in (first, second):
+        assert invoke("compile", SPECS / "upsample_1d.json", "-o", out).exit_code == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.mark.parametrize("opset", [MIN_OPSET - 1, MAX_OPSET + 1, 0, -1])
+def test_opset_out_of_range_is_a_usage_error(tmp_path: Path, opset: int) -> None:
+    out = tmp_path / "m.onnx"
+    result = invoke("compile", SEED_EXAMPLE, "-o", out, "--opset", str(opset))
+    assert_clean_failure(result)
+    assert "--opset" in result.stderr
+    assert not out.exists()
+
+
+def test_opset_range_is_11_to_26() -> None:
+    assert (MIN_OPSET, MAX_OPSET) == (11, 26)
+
+
+@pytest.mark.parametrize("opset", [11, 26])
+def test_opset_bounds_work(tmp_path: Path, opset: int) -> None:
+    out = tmp_path / "m.onnx"
+    result = invoke("compile", SPECS / "upsample_1d.json", "-o", out, "--opset", str(opset))
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert {o.domain: o.version for o in model.opset_import}[""] == opset
+    assert f"(opset {opset}," in result.stdout
+
+
+def test_seed_option_changes_initializer_weights(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "c.onnx"
+    assert invoke("compile", SEED_EXAMPLE, "-o", a, "--seed", "1").exit_code == 0
+    assert invoke("compile", SEED_EXAMPLE, "-o", b, "--seed", "2").exit_code == 0
+    assert invoke("compile", SEED_EXAMPLE, "-o", c, "--seed", "1").exit_code == 0
+    assert a.read_bytes() == c.read_bytes() != b.read_bytes()
+    assert_clean_failure(invoke("compile", SEED_EXAMPLE, "-o", a, "--seed", "-1"))
+
+
+def test_output_is_a_directory(tmp_path: Path) -> None:
+    result = invoke("compile", SEED_EXAMPLE, "-o", tmp_path)
+    assert_clean_failure(result)
+    assert result.stderr.strip() == f"error: output {tmp_path} is a directory"
+
+
+def test_output_in_a_missing_directory(tmp_path: Path) -> None:
+    out = tmp_path / "missing" / "m.onnx"
+    result = invoke("compile", SEED_EXAMPLE, "-o", out)
+    assert_clean_failure(result)
+    assert result.stderr.strip() == f"error: output directory {out.parent} does not exist"
+    assert not out.parent.exists()
+
+
+def test_output_is_the_spec_itself(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    shutil.copy(SEED_EXAMPLE, spec)
+    before = spec.read_bytes()
+    result = invoke("compile", spec, "-o", spec)
+    assert_clean_failure(result)
+    assert "is the spec file itself" in result.stderr
+    assert spec.read_bytes() == before
+
+
+def test_output_is_the_spec_through_another_path(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    shutil.copy(SEED_EXAMPLE, spec)
+    (tmp_path / "sub").mkdir()
+    before = spec.read_bytes()
+    result = invoke("compile", spec, "-o", tmp_path / "sub" / ".." / "s.yaml")
+    assert_clean_failure(result)
+    assert spec.read_bytes() == before
+
+
+def test_missing_spec_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = invoke("compile", missing, "-o", tmp_path / "m.onnx")
+    assert_clean_failure(result)
+    assert f"{missing}: " in result.stderr
+    assert "No such file or directory" in result.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_missing_spec_file_is_one_line(tmp_path: Path) -> None:
+    result = invoke("compile", tmp_path / "nope.yaml", "-o", tmp_path / "m.onnx")
+    assert_clean_failure(result)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "<spec>" not in result.stderr
+
+
+def test_spec_is_a_directory(tmp_path: Path) -> None:
+    result = invoke("validate", tmp_path)
+    assert_clean_failure(result)
+    assert "is a directory" in result.stderr
+
+
+def test_absurd_kernel_size_is_a_spec_error(tmp_path: Path) -> None:
+    spec = tmp_path / "big.yaml"
+    spec.write_text("filters: 4\nkernel_size: 100000000000000000000000\ninput_shape: [5, 5, 3]\n")
+    result = CliRunner().invoke(main, ["compile", str(spec), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=[p.name for p in SPEC_FILES])
+def test_every_example_spec_compiles(tmp_path: Path, path: Path) -> None:
+    out = tmp_path / f"{path.stem}.onnx"
+    result = invoke("compile", path, "-o", out)
+    assert result.exit_code == 0, result.output
+    onnx.checker.check_model(onnx.load(str(out)))
+
+
+def test_there_are_example_specs() -> None:
+    assert {p.suffix for p in SPEC_FILES} >= {".yaml", ".json"}
+    assert len(SPEC_FILES) >= 5
+
+
+# --- validate -------------------------------------------------------------------------------------
+
+
+def test_validate_good_spec() -> None:
+    result = invoke("validate", SEED_EXAMPLE)
+    assert result.exit_code == 0
+    assert result.stdout.strip() == (
+        f"{SEED_EXAMPLE}: ok: 1 layer, input (4, 10, 8, 128) -> output (4, 20, 16, 32)"
+    )
+
+
+def test_validate_bad_spec(bad_spec: Path) -> None:
+    result = invoke("validate", bad_spec)
+    assert_clean_failure(result)
+    assert result.stdout == ""
+    assert f"{bad_spec}:2: filters: must be >= 1, got 0" in result.stderr.splitlines()
+
+
+def test_validate_summary_does_not_talk_about_writing(bad_spec: Path) -> None:
+    result = invoke("validate", bad_spec)
+    assert "written" not in result.stderr
+
+
+def test_validate_json_spec_with_line_numbers(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.json"
+    spec.write_text(
+        '{\n  "filters": 4,\n  "kernel_size": 3,\n  "padding": "full",\n  "input_shape": [5, 5, 3]\n}\n'
+    )
+    result = invoke("validate", spec)
+    assert_clean_failure(result)
+    assert f"{spec}:4: padding: must be 'valid' or 'same'" in result.stderr
+
+
+def test_validate_invalid_yaml(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("filters: 4\nkernel_size: [3, 3\ninput_shape: [5, 5, 3]\n")
+    result = invoke("validate", spec)
+    assert_clean_failure(result)
+    assert result.stderr.startswith(f"{spec}:3: invalid YAML: ")
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+
+def test_run_model_random(seed_model: Path) -> None:
+    result = invoke("run", seed_model, "--random")
+    assert result.exit_code == 0, result.output
+    assert re.match(r"^output \(4, 20, 16, 32\) float32 on CPUExecutionProvider in ", result.stdout)
+
+
+def test_run_spec_directly(tmp_path: Path) -> None:
+    """A spec is compiled in memory; inline weights: kernel [1, 2], bias 0.5, strides 2."""
+    x = np.array([[[1.0], [2.0], [3.0]]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    spec = SPECS / "inline_weights.yaml"
+    result = invoke("run", spec, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("output (1, 6, 1) float32 on CPUExecutionProvider")
+    y = np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(y[0, :, 0], [1.5, 2.5, 2.5, 4.5, 3.5, 6.5])
+
+
+def test_run_dynamic_without_shape(tmp_path: Path) -> None:
+    result = invoke("run", DYNAMIC, "--random")
+    assert_clean_failure(result)
+    assert "dynamic dimensions (None, 7, 7, 256): give --shape" in result.stderr
+
+
+def test_run_dynamic_with_shape(tmp_path: Path) -> None:
+    result = invoke("run", DYNAMIC, "--random", "--shape", "2,7,7,256", "--output", tmp_path / "y.npy")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("output (2, 28, 28, 1) float32 on CPUExecutionProvider")
+    assert np.load(tmp_path / "y.npy").shape == (2, 28, 28, 1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ("2,7,7,255", "does not fit the model's input (None, 7, 7, 256)"),
+        ("2,7,7", "does not fit the model's input (None, 7, 7, 256)"),
+        ("a,b", "--shape must be comma-separated integers, got 'a,b'"),
+        ("0,7,7,256", "--shape sizes must be > 0"),
+    ],
+    ids=["wrong_channels", "wrong_rank", "not_integers", "zero"],
+)
+def test_run_bad_shape(shape: str, message: str) -> None:
+    result = invoke("run", DYNAMIC, "--random", "--shape", shape)
+    assert_clean_failure(result)
+    assert message in result.stderr
+
+
+def test_run_input_file(tmp_path: Path, seed_model: Path) -> None:
+    x = np.random.default_rng(1).standard_normal((4, 10, 8, 128))  # float64: cast to the model's
+    np.save(tmp_path / "x.npy", x)
+    result = invoke("run", seed_model, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "y.npy").shape == (4, 20, 16, 32)
+
+
+@pytest.mark.parametrize(
+    "shape", [(4, 10, 8, 127), (4, 10, 8), (1, 4, 10, 8, 128)], ids=["wrong_channels", "rank_3", "rank_5"]
+)
+def test_run_input_wrong_shape(tmp_path: Path, seed_model: Path, shape: tuple[int, ...]) -> None:
+    np.save(tmp_path / "x.npy", np.zeros(shape, np.float32))
+    result = invoke("run", seed_model, "--input", tmp_path / "x.npy")
+    assert_clean_failure(result)
+    assert f"has shape {shape}" in result.stderr
+    assert "the model expects (4, 10, 8, 128)" in result.stderr
+
+
+def test_run_input_missing_file(tmp_path: Path, seed_model: Path) -> None:
+    result = invoke("run", seed_model, "--input", tmp_path / "x.npy")
+    assert_clean_failure(result)
+    assert "cannot read input" in result.stderr
+
+
+def _invoke_collecting_resource_warnings(
+    *args: str | Path,
+) -> tuple[int, str, list[warnings.WarningMessage]]:
+    """Invoke, then drop the result (its traceback holds the command's frames) and collect."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        result = invoke(*args)
+        assert "Traceback" not in result.output
+        code, stderr = result.exit_code, result.stderr
+        del result
+        gc.collect()
+    return code, stderr, [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_run_input_npz_is_refused(tmp_path: Path, seed_model: Path) -> None:
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, 10, 8, 128)))
+    code, stderr, _ = _invoke_collecting_resource_warnings("run", seed_model, "--input", tmp_path / "x.npz")
+    assert code == 2
+    assert "must be a single .npy array" in stderr
+
+
+def test_run_input_npz_closes_the_archive(tmp_path: Path, seed_model: Path) -> None:
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, 10, 8, 128)))
+    _, _, leaked = _invoke_collecting_resource_warnings("run", seed_model, "--input", tmp_path / "x.npz")
+    assert not leaked, [str(w.message) for w in leaked]
+
+
+def test_run_input_pickled_object_array_is_refused(tmp_path: Path, seed_model: Path) -> None:
+    np.save(tmp_path / "x.npy", np.array([{}], dtype=object), allow_pickle=True)
+    result = invoke("run", seed_model, "--input", tmp_path / "x.npy")
+    assert_clean_failure(result)
+    assert "allow_pickle=False" in result.stderr
+
+
+def test_run_input_non_numeric_array(tmp_path: Path, seed_model: Path) -> None:
+    np.save(tmp_path / "x.npy", np.full((4, 10, 8, 128), "a"))
+    result = CliRunner().invoke(main, ["run", str(seed_model), "--input", str(tmp_path / "x.npy")])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_run_output_in_missing_directory(tmp_path: Path, seed_model: Path) -> None:
+    out = tmp_path / "missing" / "y.npy"
+    result = CliRunner().invoke(main, ["run", str(seed_model), "--random", "--output", str(out)])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("extra", [[], ["--random", "--input", "x.npy"]], ids=["neither", "both"])
+def test_run_needs_exactly_one_input_source(seed_model: Path, extra: list[str]) -> None:
+    result = invoke("run", seed_model, *extra)
+    assert_clean_failure(result)
+    assert result.stderr.strip() == "error: give exactly one of --input FILE.npy or --random"
+
+
+def test_run_bad_spec(bad_spec: Path) -> None:
+    result = invoke("run", bad_spec, "--random")
+    assert_clean_failure(result)
+    assert f"{bad_spec}:2: filters:" in result.stderr
+
+
+def test_run_missing_model(tmp_path: Path) -> None:
+    result = invoke("run", tmp_path / "nope.onnx", "--random")
+    assert_clean_failure(result)
+    assert "cannot read" in result.stderr
+
+
+def test_run_corrupt_model(tmp_path: Path) -> None:
+    (tmp_path / "bad.onnx").write_bytes(b"garbage\n")
+    result = invoke("run", tmp_path / "bad.onnx", "--random")
+    assert_clean_failure(result)
+    assert "is not a readable ONNX model" in result.stderr
+
+
+def test_run_onnxruntime_failure_is_exit_1(tmp_path: Path) -> None:
+    """README: float64 compiles, but the CPU provider has no float64 ConvTranspose kernel."""
+    spec = tmp_path / "f64.yaml"
+    spec.write_text("filters: 2\nkernel_size: 3\ninput_shape: [4, 4, 1]\nbatch_size: 1\ndtype: float64\n")
+    result = invoke("run", spec, "--random")
+    assert_clean_failure(result, code=1)
+    assert "NOT_IMPLEMENTED" in result.stderr
+
+
+# --- schema, version, help ------------------------------------------------------------------------
+
+
+def test_schema_is_json() -> None:
+    result = invoke("schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert set(schema["$defs"]) >= {"Layer", "Model"}
+    assert (SPECS / "schema" / "spec.schema.json").exists()
+
+
+def test_version_and_help() -> None:
+    assert invoke("--version").stdout.strip() == "deconvc, version 0.1.0"
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("compile", "run", "schema", "validate"):
+        assert command in result.stdout
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    assert_clean_failure(invoke("frobnicate"))
+
+
+# --- the installed executable ---------------------------------------------------------------------
+
+
+def _executable() -> str | None:
+    beside_python = Path(sys.executable).with_name("deconvc")
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("deconvc")
+
+
+@pytest.fixture(scope="module")
+def deconvc() -> str:
+    path = _executable()
+    if path is None:
+        pytest.skip("the deconvc executable is not installed")
+    return path
+
+
+def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=60, cwd=cwd, env=env
+    )
+
+
+def test_executable_compile_and_run(deconvc: str, tmp_path: Path, seed_model: Path) -> None:
+    out = tmp_path / "seed.onnx"
+    compiled = _run(deconvc, "compile", SEED_EXAMPLE, "-o", out)
+    assert compiled.returncode == 0, compiled.stderr
+    assert compiled.stderr == ""
+    assert out.read_bytes() == seed_model.read_bytes(), "same bytes in and out of process"
+    ran = _run(deconvc, "run", out, "--random")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("output (4, 20, 16, 32) float32 on CPUExecutionProvider")
+
+
+def test_executable_bad_spec(deconvc: str, tmp_path: Path, bad_spec: Path) -> None:
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"old")
+    result = _run(deconvc, "compile", bad_spec.name, "-o", out.name, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "bad.yaml:2: filters: must be >= 1, got 0",
+        "bad.yaml:4: strides[1]: must be >= 1, got 0",
+        "bad.yaml:6: activation: unknown activation 'Relu'; did you mean 'relu'? (names are case-sensitive)",
+        "error: 3 problems found; nothing was written",
+    ]
+    assert out.read_bytes() == b"old"
+
+
+def test_executable_validate_and_missing_file(deconvc: str, tmp_path: Path) -> None:
+    good = _run(deconvc, "validate", SEED_EXAMPLE)
+    assert (good.returncode, good.stderr) == (0, "")
+    assert ": ok: " in good.stdout
+    missing = _run(deconvc, "validate", tmp_path / "nope.yaml")
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr
+    assert "No such file or directory" in missing.stderr
