@@ -318,7 +318,7 @@ def _random_layer(
 def _case_ok(case: CaseConfig) -> bool:
     """Keras accepts it, the output is non-empty, glu halves an even axis, and it is small."""
     shapes = [case.x_shape]
-    for layer, after in zip(case.layers, case.layers[1:]):
+    for layer, after in zip(case.layers, case.layers[1:], strict=False):
         # Keras' Sequential builds the next layer from compute_output_shape, which ignores
         # glu's halving: a channels_last layer after glu gets a kernel for twice the channels
         # it receives and fails at run time. Keras cannot run these chains.
