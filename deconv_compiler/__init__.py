@@ -4,9 +4,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from deconv_compiler.arguments import spec_json_schema  # noqa: E402
 from deconv_compiler.compiler import compile_spec, save_model  # noqa: E402
 from deconv_compiler.errors import CompileError, DeconvError, Problem, SpecError  # noqa: E402
-from deconv_compiler.spec import LayerSpec, ModelSpec, load_spec, spec_json_schema  # noqa: E402
+from deconv_compiler.spec import LayerSpec, ModelSpec, load_spec  # noqa: E402
 
 __all__ = [
     "CompileError",

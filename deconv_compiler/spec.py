@@ -15,12 +15,21 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, WithJsonSchema
+from pydantic import ValidationError
 
 from deconv_compiler import activations, geometry
+from deconv_compiler.arguments import (
+    DTYPES,
+    LAYER_TYPES,
+    MAX_SIZE,
+    MAX_WEIGHT_BYTES,
+    REFUSED_DTYPES,
+    LayerArgs,
+    ModelArgs,
+)
 from deconv_compiler.errors import FieldPath, Problem, SpecError, format_path
 from deconv_compiler.keras_objects import (
     CONSTRAINT,
@@ -32,155 +41,6 @@ from deconv_compiler.keras_objects import (
 )
 from deconv_compiler.source import SpecSource, read_spec_file, source_from_mapping
 from deconv_compiler.weights import LayerWeights, load_layer_weights
-
-LAYER_TYPES: dict[str, int] = {
-    **{f"Conv{r}DTranspose": r for r in (1, 2, 3)},
-    **{f"Convolution{r}DTranspose": r for r in (1, 2, 3)},
-    **{f"layer_conv_{r}d_transpose": r for r in (1, 2, 3)},
-}
-DTYPES = ("float16", "float32", "float64")
-_REFUSED_DTYPES = {
-    "bfloat16": "onnxruntime has no ConvTranspose kernel for bfloat16 (CPU or CUDA)",
-}
-
-# --- the argument set (pydantic: defaults, simple types, unknown keys, JSON Schema) -------------
-
-MAX_SIZE = 2**31 - 1  # any count or length beyond int32 is a typo, not a layer
-# weights above this are refused before anything is allocated
-MAX_WEIGHT_BYTES = 4 * 2**30
-PositiveInt = Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)]
-_INT_OR_LIST = {"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]}
-IntOrList = Annotated[Any, WithJsonSchema(_INT_OR_LIST)]
-OptionalIntOrList = Annotated[Any, WithJsonSchema({"oneOf": [*_INT_OR_LIST["oneOf"], {"type": "null"}]})]
-
-
-def _identifier_schema(vocab: Vocabulary, nullable: bool) -> dict[str, Any]:
-    options: list[dict[str, Any]] = [
-        {"type": "string", "enum": vocab.names()},
-        {
-            "type": "object",
-            "properties": {
-                "class_name": {"type": "string", "enum": vocab.names()},
-                "config": {"type": "object"},
-                "module": {"type": "string"},
-                "registered_name": {"type": ["string", "null"]},
-            },
-            "required": ["class_name"],
-            "additionalProperties": False,
-        },
-    ]
-    if nullable:
-        options.append({"type": "null"})
-    return {"oneOf": options}
-
-
-Initializer = Annotated[Any, WithJsonSchema(_identifier_schema(INITIALIZER, nullable=True))]
-Regularizer = Annotated[Any, WithJsonSchema(_identifier_schema(REGULARIZER, nullable=True))]
-Constraint = Annotated[Any, WithJsonSchema(_identifier_schema(CONSTRAINT, nullable=True))]
-ActivationName = Annotated[
-    Any,
-    WithJsonSchema({"oneOf": [{"type": "string", "enum": list(activations.NAMES)}, {"type": "null"}]}),
-]
-Padding = Annotated[
-    Any, WithJsonSchema({"type": "string", "pattern": "^([vV][aA][lL][iI][dD]|[sS][aA][mM][eE])$"})
-]
-Shape = list[Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)] | None]
-Weights = Annotated[
-    Any,
-    WithJsonSchema(
-        {
-            "oneOf": [
-                {
-                    "type": "string",
-                    "description": ".npz path (relative to the spec) with `kernel` and `bias`",
-                },
-                {"type": "array", "description": "[kernel, bias] as nested lists, Keras layout"},
-                {"type": "null"},
-            ]
-        }
-    ),
-]
-
-
-class LayerArgs(BaseModel):
-    """A transposed-convolution layer: Keras' arguments, Keras' defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Layer")
-
-    type: Annotated[Any, WithJsonSchema({"type": "string", "enum": list(LAYER_TYPES)})] = "Conv2DTranspose"
-    filters: PositiveInt
-    kernel_size: IntOrList
-    strides: IntOrList = 1
-    padding: Padding = "valid"
-    output_padding: OptionalIntOrList = None
-    data_format: Annotated[
-        Any,
-        WithJsonSchema(
-            {
-                "oneOf": [
-                    {"type": "string", "pattern": "^(?i:channels_last|channels_first)$"},
-                    {"type": "null"},
-                ]
-            }
-        ),
-    ] = None
-    dilation_rate: IntOrList = 1
-    activation: ActivationName = None
-    use_bias: Annotated[bool, Strict()] = True
-    kernel_initializer: Initializer = "glorot_uniform"
-    bias_initializer: Initializer = "zeros"
-    kernel_regularizer: Regularizer = None
-    bias_regularizer: Regularizer = None
-    activity_regularizer: Regularizer = None
-    kernel_constraint: Constraint = None
-    bias_constraint: Constraint = None
-    input_shape: Shape | None = Field(None, description="input shape without the batch dimension")
-    batch_input_shape: Shape | None = Field(None, description="input shape with the batch dimension")
-    batch_size: PositiveInt | None = None
-    dtype: Annotated[str, Strict()] | None = None
-    name: Annotated[str, Strict(), Field(min_length=1)] | None = None
-    trainable: Annotated[bool, Strict()] | None = None
-    weights: Weights = None
-    seed: Annotated[int, Strict(), Field(ge=0)] | None = Field(
-        None, description="not Keras: seed for this layer's initializers"
-    )
-
-
-class InputArgs(BaseModel):
-    """The model's input tensor, in Keras layout, batch dimension included."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Input")
-
-    shape: Shape
-    dtype: Annotated[str, Strict()] = "float32"
-    name: Annotated[str, Strict(), Field(min_length=1)] = "input"
-
-
-class ModelArgs(BaseModel):
-    """A chain of transposed-convolution layers."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Model")
-
-    name: Annotated[str, Strict(), Field(min_length=1)] = "model"
-    input: InputArgs | None = None
-    layers: Annotated[list[Any], Field(min_length=1, description="the chain, first layer first")]
-    seed: Annotated[int, Strict(), Field(ge=0)] = 0
-
-
-def spec_json_schema() -> dict[str, Any]:
-    """The JSON Schema of a spec file (either form), generated from the models above."""
-    layer = LayerArgs.model_json_schema()
-    model = ModelArgs.model_json_schema(ref_template="#/$defs/{model}")
-    model["properties"]["layers"]["items"] = {"$ref": "#/$defs/Layer"}
-    defs = {**layer.pop("$defs", {}), **model.pop("$defs", {}), "Layer": layer, "Model": model}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "deconv-compiler spec",
-        "description": "A Keras transposed-convolution layer, or a model made of a chain of them.",
-        "oneOf": [{"$ref": "#/$defs/Layer"}, {"$ref": "#/$defs/Model"}],
-        "$defs": defs,
-    }
-
 
 # --- the validated, frozen result ---------------------------------------------------------------
 
@@ -741,8 +601,8 @@ def _activation(value: Any, path: FieldPath, problems: _Problems) -> str | None:
 def _dtype(value: Any, path: FieldPath, problems: _Problems) -> str | None:
     if value in DTYPES:
         return str(value)
-    if isinstance(value, str) and value in _REFUSED_DTYPES:
-        problems.add(path, f"{value!r} is not supported: {_REFUSED_DTYPES[value]}")
+    if isinstance(value, str) and value in REFUSED_DTYPES:
+        problems.add(path, f"{value!r} is not supported: {REFUSED_DTYPES[value]}")
     elif isinstance(value, str) and value.startswith("mixed_"):
         problems.add(path, f"dtype policy {value!r} is not supported yet; use one of {', '.join(DTYPES)}")
     else:

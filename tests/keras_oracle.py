@@ -50,6 +50,11 @@ _TYPE_NAMES = {
     3: ("Conv3DTranspose", "Convolution3DTranspose", "layer_conv_3d_transpose"),
 }
 
+# Opsets cycled across cases (None: the compiler's default): composite activation lowerings
+# below each op's first opset (Celu 12, HardSwish 14, Mish 18, Gelu 20, Swish 24, per-axis
+# Softmax 13) and the native ops above it.
+OPSETS: tuple[int | None, ...] = (None, None, 11, 13, 18, 20, 26)
+
 # Keep every tensor small: Keras eager + jax compilation per shape is the cost, not FLOPs.
 _MAX_ELEMENTS = 12_000
 
@@ -180,6 +185,7 @@ class CaseConfig:
     layers: tuple[LayerConfig, ...]
     gain: float  # weight scale multiplier (values around activation thresholds or beyond)
     weights_as_lists: bool  # nested lists instead of numpy arrays in the spec
+    opset: int | None = None  # None: compile_spec's default
     model_name: str | None = None
     input_name: str | None = None
     tags: tuple[str, ...] = field(default=())
@@ -215,6 +221,8 @@ class CaseConfig:
         if any(d is None for d in self.declared_shape):
             parts.append("dyn")
         parts.append("-".join(layer.activation for layer in self.layers))
+        if self.opset is not None:
+            parts.append(f"o{self.opset}")
         return "-".join(parts)
 
     def shapes(self) -> list[tuple[int, ...]]:
@@ -335,6 +343,8 @@ def _case_ok(case: CaseConfig) -> bool:
             return False
         if layer.activation == "glu" and pre[-1] % 2:
             return False
+        if layer.activation in AXIS_ACTIVATIONS and pre[-1] < 2:
+            return False  # softmax & co. of a single value are constant: a test that shows nothing
         out = layer.output_shape(shapes[-1])
         if int(np.prod(out)) > _MAX_ELEMENTS:
             return False
@@ -343,12 +353,15 @@ def _case_ok(case: CaseConfig) -> bool:
 
 
 def make_case(index: int, base_seed: int = 20240611) -> CaseConfig:
-    """Case number `index`: rank, data format and activation cycle so that every activation
-    meets every (rank, data format) pair; everything else is drawn from a seeded generator."""
+    """Case number `index`: rank, data format, activation and opset cycle so that every
+    activation meets every (rank, data format) pair and several opsets; everything else is
+    drawn from a generator seeded by `index`."""
     slots = (*ACTIVATIONS, NO_ACTIVATION)
     activation = slots[index % len(slots)]
     fmt = ("channels_last", "channels_first")[(index // len(slots)) % 2]
     rank = 1 + (index // (2 * len(slots))) % 3
+    # 7 is coprime with the 2 formats and 3 ranks: each activation meets each opset in both
+    opset = OPSETS[(index // len(slots) + index % len(slots)) % len(OPSETS)]
     seed = base_seed + 7919 * index
     rng = np.random.default_rng(seed)
 
@@ -403,6 +416,7 @@ def make_case(index: int, base_seed: int = 20240611) -> CaseConfig:
             layers=tuple(layers),
             gain=float(_pick(rng, [0.5, 1.0, 1.0, 3.0])),
             weights_as_lists=rng.random() < 0.08,
+            opset=opset,
             model_name=_pick(rng, [None, "m", f"case_{index}"]) if form == "model" else None,
             input_name=_pick(rng, [None, None, "input", "x_in"]) if form == "model" else None,
         )
@@ -427,12 +441,13 @@ def case_arrays(case: CaseConfig) -> tuple[np.ndarray, list[list[np.ndarray]]]:
     for layer, in_shape in zip(case.layers, shapes[:-1], strict=True):
         kshape = layer.kernel_shape(in_shape)
         # a fan-in scale keeps pre-activations around O(gain) so thresholds matter
+        # (relu6 needs values past 6 to differ from relu)
+        gain = max(case.gain, 1.0) * 6.0 if layer.activation == "relu6" else case.gain
         fan = int(np.prod(kshape[:-2])) * kshape[-1]
-        scale = case.gain / np.sqrt(fan)
-        kernel = (rng.standard_normal(kshape) * scale).astype(np.float32)
+        kernel = (rng.standard_normal(kshape) * (gain / np.sqrt(fan))).astype(np.float32)
         w = [kernel]
         if layer.use_bias:
-            w.append((rng.standard_normal(layer.filters) * 0.5 * case.gain).astype(np.float32))
+            w.append((rng.standard_normal(layer.filters) * 0.5 * gain).astype(np.float32))
         weights.append(w)
     return x, weights
 
