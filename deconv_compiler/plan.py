@@ -115,6 +115,19 @@ def plan_layer(
     )
 
 
+def layer_weights(spec: ModelSpec, index: int, seed: int | None = None) -> LayerWeights:
+    """The weights of layer `index`: from the spec, else from its initializers, seeded by the
+    layer's own `seed` or by the model seed (`seed` overrides the spec's) and the layer's index."""
+    layer = spec.layers[index]
+    if layer.weights is not None:
+        return layer.weights
+    base_seed = spec.seed if seed is None else seed
+    layer_seed = layer.seed if layer.seed is not None else base_seed * 1000 + index
+    return initial_weights(
+        layer.kernel_initializer, layer.bias_initializer, layer.kernel_shape, layer.use_bias, layer_seed
+    )
+
+
 def plan_model(
     spec: ModelSpec,
     opset: int = DEFAULT_OPSET,
@@ -124,19 +137,12 @@ def plan_model(
     """Plan every layer of the chain; weights not given in the spec come from the initializers."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise CompileError(f"opset {opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
-    base_seed = spec.seed if seed is None else seed
     tensor_rank = len(spec.input_shape)
     current: Perm = tuple(range(tensor_rank))  # the graph input is the Keras tensor itself
     dtype = spec.input_dtype
     layers = []
     for index, layer in enumerate(spec.layers):
-        weights = layer.weights or initial_weights(
-            layer.kernel_initializer,
-            layer.bias_initializer,
-            layer.kernel_shape,
-            layer.use_bias,
-            layer.seed if layer.seed is not None else base_seed * 1000 + index,
-        )
+        weights = layer_weights(spec, index, seed)
         wanted = internal_layout(layer.data_format, tensor_rank)
         to_internal = _transpose_between(current, wanted)
         cast_to = layer.dtype if layer.dtype != dtype else None

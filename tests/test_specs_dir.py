@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import deconv_compiler as dc
-from deconv_compiler.weights import initial_weights
+from deconv_compiler.plan import layer_weights
 from tests import reference
 from tests.onnx_run import assert_close, run_cpu
 
@@ -33,10 +33,7 @@ def test_example_compiles_runs_and_matches_reference(path: Path) -> None:
     x = rng.standard_normal(shape).astype(np.float32)
     expected = x.astype(np.float64)
     for index, layer in enumerate(spec.layers):
-        weights = layer.weights or initial_weights(
-            layer.kernel_initializer, layer.bias_initializer, layer.kernel_shape, layer.use_bias,
-            layer.seed if layer.seed is not None else spec.seed * 1000 + index,
-        )  # fmt: skip
+        weights = layer_weights(spec, index)  # values only; the reference does its own layout
         expected = reference.layer(
             expected, weights.kernel.astype(np.float32), None if weights.bias is None else weights.bias.astype(np.float32),
             activation_name=layer.activation, strides=layer.strides, padding=layer.padding,
