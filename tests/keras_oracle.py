@@ -246,8 +246,9 @@ def _spell_padding(rng: np.random.Generator, pad: str) -> str | None:
     return _pick(rng, [pad.capitalize(), pad.upper()])
 
 
-def _int_or_list(rng: np.random.Generator, values: list[int], force_list: bool = False) -> Any:
-    if not force_list and all(v == values[0] for v in values) and rng.random() < 0.6:
+def _int_or_list(rng: np.random.Generator, values: list[int]) -> Any:
+    """An int when all axes agree (Keras broadcasts it), else — or sometimes anyway — a list."""
+    if all(v == values[0] for v in values) and rng.random() < 0.6:
         return values[0]
     return list(values)
 
@@ -288,10 +289,7 @@ def _random_layer(
     elif op_roll < 0.55:
         op = 0 if rng.random() < 0.6 else [0] * rank
     else:
-        ops = [int(rng.integers(0, s)) for s in stride]
-        op = _int_or_list(rng, ops) if len(set(stride)) == 1 else ops
-        if isinstance(op, int) and op >= min(stride):
-            op = ops
+        op = _int_or_list(rng, [int(rng.integers(0, s)) for s in stride])  # 0 <= op < s
 
     dilation_arg: Any = None
     if any(d > 1 for d in dilation) or rng.random() < 0.2:
@@ -406,6 +404,9 @@ def make_case(index: int, base_seed: int = 20240611) -> CaseConfig:
             declared[0] = None  # single-layer form without batch_size
         if form == "model" and rng.random() < 0.5:
             declared[0] = None  # Keras' usual (None, ...) batch
+        if dyn_roll < 0.5 and not mixed and fmt == "channels_first":
+            if any(layer.activation in AXIS_ACTIVATIONS for layer in layers):
+                declared[-1] = None  # the activation's axis has a dynamic length
 
         case = CaseConfig(
             index=index,
@@ -414,7 +415,8 @@ def make_case(index: int, base_seed: int = 20240611) -> CaseConfig:
             x_shape=tuple(x_shape),
             declared_shape=tuple(declared),
             layers=tuple(layers),
-            gain=float(_pick(rng, [0.5, 1.0, 1.0, 3.0])),
+            # chains of squashing activations shrink values: keep their gains up
+            gain=float(_pick(rng, [0.5, 1.0, 1.0, 3.0] if n_layers == 1 else [1.0, 1.5, 2.0, 3.0])),
             weights_as_lists=rng.random() < 0.08,
             opset=opset,
             model_name=_pick(rng, [None, "m", f"case_{index}"]) if form == "model" else None,
@@ -441,8 +443,11 @@ def case_arrays(case: CaseConfig) -> tuple[np.ndarray, list[list[np.ndarray]]]:
     for layer, in_shape in zip(case.layers, shapes[:-1], strict=True):
         kshape = layer.kernel_shape(in_shape)
         # a fan-in scale keeps pre-activations around O(gain) so thresholds matter
-        # (relu6 needs values past 6 to differ from relu)
-        gain = max(case.gain, 1.0) * 6.0 if layer.activation == "relu6" else case.gain
+        gain = case.gain
+        if layer.activation == "relu6":
+            gain = max(gain, 1.0) * 6.0  # values past 6, or relu6 looks like relu
+        elif layer.activation in ("hard_shrink", "soft_shrink", "tanh_shrink"):
+            gain = max(gain, 1.0) * 2.0  # values past ±0.5 (tanh_shrink: x³/3 near 0)
         fan = int(np.prod(kshape[:-2])) * kshape[-1]
         kernel = (rng.standard_normal(kshape) * (gain / np.sqrt(fan))).astype(np.float32)
         w = [kernel]

@@ -9,6 +9,7 @@ the generated set still covers what it must, so a generator change cannot quietl
 from __future__ import annotations
 
 import collections
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from tests import keras_oracle as oracle
 from tests.onnx_run import run_cpu
 
 pytestmark = pytest.mark.keras
+if importlib.util.find_spec("keras") is None or importlib.util.find_spec("jax") is None:
+    pytest.skip("needs keras and jax (pip install -e '.[test]')", allow_module_level=True)
 
 N_CASES = 576  # 18 per activation slot (31 names + none): every (rank, format) pair 3 times
 CASES = oracle.make_cases(N_CASES)
@@ -54,10 +57,10 @@ def test_matches_keras(case: oracle.CaseConfig) -> None:
     assert np.all(np.isfinite(expected)), f"Keras output not finite (oracle bug); {context}"
     scale = max(1.0, float(np.max(np.abs(expected))))
     error = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    worst = np.unravel_index(int(np.argmax(error)), error.shape)
+    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(error)), error.shape))
     assert float(error[worst]) <= RTOL * scale, (
         f"max |onnx - keras| = {float(error[worst]):.3g} > {RTOL:g} x {scale:.3g} at {worst} "
-        f"(onnx {actual[worst]!r}, keras {expected[worst]!r}); {context}"
+        f"(onnx {float(actual[worst])!r}, keras {float(expected[worst])!r}); {context}"
     )
 
 
