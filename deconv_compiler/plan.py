@@ -78,7 +78,7 @@ def _transpose_between(current: Perm, wanted: Perm) -> Perm | None:
 def plan_layer(
     layer: LayerSpec, weights: LayerWeights, to_internal: Perm | None, cast_to: str | None
 ) -> LayerPlan:
-    """ONNX attributes and weights of one layer (facts: explicit pads, no spatial kernel flip)."""
+    """ONNX attributes and weights of one layer."""
     axis_pads = [
         geometry.onnx_axis_pads(
             layer.kernel_size[a],

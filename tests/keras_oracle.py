@@ -4,7 +4,7 @@ The oracle for the conformance test: it builds the *real* Keras layers (jax back
 seeded random weights explicitly, runs them eagerly on a seeded random input and returns the
 spec that describes the same computation in the compiler's format (weights inline). Nothing
 here imports `deconv_compiler`: the only shape arithmetic is a copy of Keras' output-length
-rule (facts §1), used to steer generation and to sanity-check what Keras returns.
+rule, used to steer generation and to sanity-check what Keras returns.
 
 Guarantees: case generation is deterministic (seeded numpy, no global state); every generated
 case is one Keras accepts and whose output is non-empty; every case is small enough to run in
@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 # Keras picks its backend at import time; the XLA flag avoids a jax 0.10.2 CPU abort on some
-# transposed convolutions ("Window dimensions do not match RHS shape", facts §8).
+# transposed convolutions ("Window dimensions do not match RHS shape").
 os.environ["KERAS_BACKEND"] = "jax"
 _XLA_FLAG = "--xla_disable_hlo_passes=algsimp"
 if _XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_FLAG).strip()
 
-# Keras 3 activation names the compiler supports (facts §5; "threshold" has no defaults).
+# Keras 3 activation names the compiler supports ("threshold" has no defaults).
 ACTIVATIONS: tuple[str, ...] = (
     "celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid", "hard_silu",
     "hard_swish", "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "log_softmax", "mish",
@@ -59,7 +59,7 @@ OPSETS: tuple[int | None, ...] = (None, None, 11, 13, 18, 20, 26)
 _MAX_ELEMENTS = 12_000
 
 
-# --- Keras' output length, written from the definition (facts §1) ------------------------------
+# --- Keras' output length, written from the definition ------------------------------------
 
 
 def keras_output_length(

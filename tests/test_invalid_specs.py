@@ -230,7 +230,7 @@ CASES: list[Case] = [
          "must be >= 1, got 0"),
     Case("input_shape_not_a_list", layer(input_shape="5,5,3"), "input_shape", "must be a list"),
     # shapes that come out wrong
-    Case("empty_output",  # facts.md §1: same + op 0 + even kernel gives (i-1)*s = 0 for i = 1
+    Case("empty_output",  # same + op 0 + even kernel gives (i-1)*s = 0 for i = 1
          {"type": "Conv1DTranspose", "filters": 2, "kernel_size": 2, "padding": "same",
           "output_padding": 0, "input_shape": [1, 3]},
          "output_padding", "the output would be empty along spatial axis 0"),

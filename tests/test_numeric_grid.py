@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import deconv_compiler as dc
-from tests import reference
+from deconv_compiler import reference
 from tests.onnx_run import assert_close, run_cpu
 
 

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from tests import keras_table, reference
+from deconv_compiler import reference
+from tests import keras_table
 
 _XLA_WORKAROUND = "--xla_disable_hlo_passes=algsimp"
 
@@ -150,7 +151,7 @@ _GEOMETRY_GRID = [
 def test_crop_start_is_half_the_excess_floor_first() -> None:
     """Keras' jax padding amounts to: crop `floor(excess / 2)` at the start, where
     `excess = full_length - L` (independent of the input length); a negative excess crops
-    nothing and zero-pads the end. This is the rule of facts.md §2, derived independently."""
+    nothing and zero-pads the end. This is the explicit-pads rule, derived independently."""
     for k, s, d, p, op in _GEOMETRY_GRID:
         for i in (1, 2, 5):
             length = reference.keras_output_length(i, k, s, d, p, op)

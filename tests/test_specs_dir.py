@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 import deconv_compiler as dc
+from deconv_compiler import reference
 from deconv_compiler.plan import layer_weights
-from tests import reference
 from tests.onnx_run import assert_close, run_cpu
 
 ROOT = Path(__file__).resolve().parent.parent

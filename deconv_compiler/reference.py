@@ -1,7 +1,8 @@
 """Independent float64 numpy reference for Keras 3 `Conv{1,2,3}DTranspose` and its activations.
 
-This module is the test oracle for the compiler. It shares no code with `deconv_compiler` and is
-written from the definitions, not from either implementation:
+The oracle of `deconvc check` and of the test suite (where it is itself proven against real
+Keras). It imports nothing from the compiler and is written from the definitions, not from
+either implementation:
 
 * A transposed convolution *scatters* every input pixel, multiplied by the (dilated) kernel,
   into a "full" buffer of length `(i - 1) * s + ke` per axis (`ke = (k - 1) * d + 1`). Keras then
@@ -24,11 +25,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 FloatArray = NDArray[np.float64]
-
-try:  # scipy ships with jax; fall back to the (slower) scalar math.erfc without it.
-    from scipy.special import erfc as _scipy_erfc
-except ImportError:  # pragma: no cover - exercised only without scipy
-    _scipy_erfc = None
 
 PADDINGS = ("valid", "same")
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -55,7 +51,7 @@ def full_length(i: int, k: int, s: int, d: int) -> int:
 
 
 def keras_output_length(i: int, k: int, s: int, d: int, padding: str, op: int | None) -> int:
-    """Keras' output length along one axis (facts.md §1).
+    """Keras' output length along one axis.
 
     `op` is Keras' `output_padding` for this axis; `None` is *not* 0: it lets Keras pick the
     length (`valid` -> `(i-1)*s + max(ke, s)`, `same` -> `i*s`). With an explicit `op`, `valid`
@@ -225,11 +221,11 @@ def _window(full: FloatArray, starts: Sequence[int], lengths: Sequence[int]) -> 
 
 
 def _erfc(x: FloatArray) -> FloatArray:
-    """Complementary error function, elementwise."""
-    if _scipy_erfc is not None:
-        return np.asarray(_scipy_erfc(x), dtype=np.float64)
-    erfc = np.vectorize(math.erfc, otypes=[np.float64])  # pragma: no cover
-    return np.asarray(erfc(x), dtype=np.float64)  # pragma: no cover
+    """Complementary error function, elementwise (math.erfc: exact in the tails, no scipy)."""
+    return np.asarray(_ERFC(x), dtype=np.float64)
+
+
+_ERFC = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:
