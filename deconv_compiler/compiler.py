@@ -19,10 +19,13 @@ from deconv_compiler.plan import DEFAULT_OPSET, plan_model
 from deconv_compiler.spec import ModelSpec
 
 
-def compile_spec(spec: ModelSpec, opset: int = DEFAULT_OPSET, seed: int | None = None) -> onnx.ModelProto:
+def compile_spec(
+    spec: ModelSpec, opset: int = DEFAULT_OPSET, seed: int | None = None, target: str = "cpu"
+) -> onnx.ModelProto:
     """Lower a validated spec to an ONNX model that passes `check_model`.
 
-    `seed` overrides the spec's seed for weights made by initializers.
+    `seed` overrides the spec's seed for weights made by initializers. `target` "cuda" keeps
+    every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + Slice).
     """
     config = spec.keras_config()
     if seed is not None:
@@ -30,8 +33,9 @@ def compile_spec(spec: ModelSpec, opset: int = DEFAULT_OPSET, seed: int | None =
     metadata = (
         ("deconv_compiler.version", __version__),
         ("deconv_compiler.spec", json.dumps(config, sort_keys=True, separators=(",", ":"))),
+        ("deconv_compiler.target", target),
     )
-    model = build_model(plan_model(spec, opset=opset, seed=seed, metadata=metadata))
+    model = build_model(plan_model(spec, opset=opset, seed=seed, metadata=metadata, target=target))
     check_model(model)
     return model
 

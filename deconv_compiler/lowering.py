@@ -85,6 +85,18 @@ def _lower_layer(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
         output_padding=list(layer.output_padding),
         group=1,
     )[0]
+    if any(layer.crop_end):
+        axes = [2 + a for a, crop in enumerate(layer.crop_end) if crop]
+        ends = [-crop for crop in layer.crop_end if crop]
+        y = builder.op(
+            "Slice",
+            [
+                y,
+                builder.const(np.zeros(len(axes), np.int64)),
+                builder.const(np.array(ends, np.int64)),
+                builder.const(np.array(axes, np.int64)),
+            ],
+        )[0]
     activation = ACTIVATIONS[layer.activation]
     if activation.lower is not None:
         y = activation.lower(builder, y, layer.activation_site)

@@ -41,6 +41,7 @@ class LayerPlan:
     dilations: tuple[int, ...]
     pads: tuple[int, ...]  # begins then ends
     output_padding: tuple[int, ...]
+    crop_end: tuple[int, ...]  # samples a Slice removes from the end of each spatial axis
     activation: str
     activation_site: ActivationSite
     output_shape: tuple[int | None, ...]  # internal NC... layout
@@ -75,10 +76,24 @@ def _transpose_between(current: Perm, wanted: Perm) -> Perm | None:
     return None if perm == tuple(range(len(perm))) else perm
 
 
+TARGETS = ("cpu", "cuda")
+
+
 def plan_layer(
-    layer: LayerSpec, weights: LayerWeights, to_internal: Perm | None, cast_to: str | None
+    layer: LayerSpec,
+    weights: LayerWeights,
+    to_internal: Perm | None,
+    cast_to: str | None,
+    target: str = "cpu",
 ) -> LayerPlan:
-    """ONNX attributes and weights of one layer."""
+    """ONNX attributes and weights of one layer.
+
+    target "cuda": onnxruntime runs a ConvTranspose with asymmetric pads on the CPU even in a
+    CUDA session (onnxruntime#11312), which hits every Keras `same` layer with odd `ke - s`.
+    There the pads become symmetric (the smaller side on both ends) and a Slice crops the rest
+    from the end: the same numbers, all on the GPU. The crop is a negative end index, so
+    dynamic sizes still need no shape subgraph.
+    """
     axis_pads = [
         geometry.onnx_axis_pads(
             layer.kernel_size[a],
@@ -89,6 +104,12 @@ def plan_layer(
         )
         for a in range(layer.rank)
     ]
+    begins = tuple(p.begin for p in axis_pads)
+    ends = tuple(p.end for p in axis_pads)
+    crop_end = (0,) * layer.rank
+    if target == "cuda":
+        crop_end = tuple(end - begin for begin, end in zip(begins, ends, strict=True))
+        ends = begins
     rank = layer.rank
     # Keras kernel (k..., filters, in) → ONNX W (in, filters, k...): no spatial flip.
     weight = np.transpose(weights.kernel, (rank + 1, rank, *range(rank)))
@@ -105,8 +126,9 @@ def plan_layer(
         kernel_shape=layer.kernel_size,
         strides=layer.strides,
         dilations=layer.dilation_rate,
-        pads=tuple(p.begin for p in axis_pads) + tuple(p.end for p in axis_pads),
+        pads=begins + ends,
         output_padding=tuple(p.output_padding for p in axis_pads),
+        crop_end=crop_end,
         activation=layer.activation,
         activation_site=ActivationSite(
             axis=keras_last_axis, rank=rank + 2, axis_size=layer.conv_output_shape[-1]
@@ -133,10 +155,13 @@ def plan_model(
     opset: int = DEFAULT_OPSET,
     seed: int | None = None,
     metadata: tuple[tuple[str, str], ...] = (),
+    target: str = "cpu",
 ) -> LoweringPlan:
     """Plan every layer of the chain; weights not given in the spec come from the initializers."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise CompileError(f"opset {opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
+    if target not in TARGETS:
+        raise CompileError(f"target {target!r} is not supported: choose {' or '.join(TARGETS)}")
     tensor_rank = len(spec.input_shape)
     current: Perm = tuple(range(tensor_rank))  # the graph input is the Keras tensor itself
     dtype = spec.input_dtype
@@ -146,7 +171,7 @@ def plan_model(
         wanted = internal_layout(layer.data_format, tensor_rank)
         to_internal = _transpose_between(current, wanted)
         cast_to = layer.dtype if layer.dtype != dtype else None
-        layers.append(plan_layer(layer, weights, to_internal, cast_to))
+        layers.append(plan_layer(layer, weights, to_internal, cast_to, target))
         current, dtype = wanted, layer.dtype
     return LoweringPlan(
         name=spec.name,

@@ -45,13 +45,13 @@ def _describe(case: oracle.CaseConfig, spec: dict[str, Any]) -> str:
 def test_matches_keras(case: oracle.CaseConfig) -> None:
     spec, x, expected = oracle.build_case(case)
     model_spec = dc.load_spec(spec)
-    if case.opset is None:
-        model = dc.compile_spec(model_spec)
-    else:
-        model = dc.compile_spec(model_spec, opset=case.opset)
-    actual = run_cpu(model, x)
+    opset = {} if case.opset is None else {"opset": case.opset}
+    for target in ("cpu", "cuda"):  # the CUDA target's Slice-cropped form must match Keras too
+        actual = run_cpu(dc.compile_spec(model_spec, target=target, **opset), x)
+        _assert_matches_keras(actual, expected, f"target {target}; {_describe(case, spec)}")
 
-    context = _describe(case, spec)
+
+def _assert_matches_keras(actual: np.ndarray, expected: np.ndarray, context: str) -> None:
     assert actual.dtype == np.float32, f"output dtype {actual.dtype}; {context}"
     assert actual.shape == expected.shape, f"shape {actual.shape} != Keras {expected.shape}; {context}"
     assert np.all(np.isfinite(expected)), f"Keras output not finite (oracle bug); {context}"

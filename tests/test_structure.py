@@ -231,3 +231,30 @@ conv1d_transpose (float[batch,input_dim1,1] input) => (float[batch,output_dim1,1
    ["output/Transpose_1"] output = Transpose <perm: ints = [0, 2, 1]> ("conv1d_transpose/HardSigmoid_3")
 }
 """
+
+
+def test_cuda_target_has_only_symmetric_pads_and_crops_with_slice() -> None:
+    """onnxruntime sends ConvTranspose with asymmetric pads to the CPU (onnxruntime#11312)."""
+    spec = dc.load_spec(_layer(padding="same", kernel_size=[3, 4], strides=2, input_shape=[None, None, 3]))
+    cpu, cuda = dc.compile_spec(spec), dc.compile_spec(spec, target="cuda")
+    (cpu_conv,) = [n for n in cpu.graph.node if n.op_type == "ConvTranspose"]
+    assert _attrs(cpu_conv)["pads"] == [0, 1, 1, 1]  # k3 s2 same: asymmetric on axis 0
+    nodes = list(cuda.graph.node)
+    (conv,) = [n for n in nodes if n.op_type == "ConvTranspose"]
+    pads = _attrs(conv)["pads"]
+    assert isinstance(pads, list) and pads[:2] == pads[2:] == [0, 1]
+    (crop,) = [n for n in nodes if n.op_type == "Slice"]
+    consts = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in cuda.graph.initializer}
+    assert [consts[name] for name in crop.input[1:]] == [[0], [-1], [2]]  # end -1 on the H axis
+    assert {p.key: p.value for p in cuda.metadata_props}["deconv_compiler.target"] == "cuda"
+
+
+def test_cuda_target_leaves_symmetric_layers_alone() -> None:
+    spec = dc.load_spec(_layer(padding="same", kernel_size=4, strides=2))
+    cpu, cuda = dc.compile_spec(spec), dc.compile_spec(spec, target="cuda")
+    assert [n.op_type for n in cpu.graph.node] == [n.op_type for n in cuda.graph.node]
+
+
+def test_unknown_target_is_refused() -> None:
+    with pytest.raises(dc.CompileError, match="target"):
+        dc.compile_spec(dc.load_spec(_layer()), target="tpu")
