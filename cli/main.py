@@ -1,15 +1,16 @@
 """`deconvc`: a thin click layer over the library. Domain errors become exit codes here only:
-2 for a bad spec, file or usage, 1 for a failure inside onnxruntime."""
+2 for a bad spec, file, input or usage, 1 for a failure inside onnxruntime (or a failed check)."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import numpy as np
@@ -17,11 +18,12 @@ import onnx
 
 import deconv_compiler
 from deconv_compiler.errors import DeconvError, RuntimeFailure, SpecError
-from deconv_compiler.plan import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from deconv_compiler.weights import pickle_refusal
+from deconv_compiler.plan import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TARGETS
+from deconv_compiler.runtime import CONV_ALGO_SEARCHES, OPTIMIZATION_LEVELS, SessionConfig
 
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
@@ -31,9 +33,13 @@ def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
 
 @contextmanager
 def _reported_errors(writes: bool = True) -> Iterator[None]:
-    """Print domain errors as one line per problem and exit with their code; no traceback."""
+    """Print domain errors (one line per problem) and compile warnings; exit with their code."""
     try:
-        yield
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", deconv_compiler.DeconvWarning)
+            yield
+        for warning in caught:
+            click.echo(f"warning: {warning.message}", err=True)
     except SpecError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -56,10 +62,67 @@ opset_option = click.option(
 )
 seed_option = click.option(
     "--seed",
+    "weight_seed",
     type=click.IntRange(min=0),
     default=None,
     help="Seed for weights made by initializers (overrides the spec's).",
 )
+
+
+def session_options(func: F) -> F:
+    """The onnxruntime settings that matter for speed, shared by run, check and bench."""
+    options = [
+        click.option(
+            "--provider",
+            type=click.Choice(["cpu", "cuda", "auto"]),
+            default="cpu",
+            show_default=True,
+            help="Execution provider; auto takes CUDA when a CUDA session can be created.",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=0),
+            default=0,
+            help="Intra-op threads (0: onnxruntime decides).",
+        ),
+        click.option(
+            "--spin/--no-spin",
+            default=True,
+            show_default=True,
+            help="Intra-op thread spinning (faster alone, slower on a busy machine).",
+        ),
+        click.option(
+            "--opt-level",
+            type=click.Choice(OPTIMIZATION_LEVELS),
+            default="all",
+            show_default=True,
+            help="Graph optimization level.",
+        ),
+        click.option(
+            "--cudnn-conv-algo-search",
+            type=click.Choice(CONV_ALGO_SEARCHES),
+            default="EXHAUSTIVE",
+            show_default=True,
+            help="CUDA: how cuDNN picks convolution algorithms.",
+        ),
+        click.option(
+            "--tf32/--no-tf32", default=True, show_default=True, help="CUDA: allow TF32 math for float32."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _session_config(kwargs: dict[str, Any]) -> SessionConfig:
+    return SessionConfig(
+        provider=kwargs["provider"],
+        threads=kwargs["threads"],
+        spinning=kwargs["spin"],
+        optimization=kwargs["opt_level"],
+        cudnn_conv_algo_search=kwargs["cudnn_conv_algo_search"],
+        use_tf32=kwargs["tf32"],
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,34 +143,41 @@ def validate(spec: Path) -> None:
 @main.command(name="compile")
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Where to write the .onnx model.",
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the .onnx model."
 )
 @opset_option
 @seed_option
-def compile_command(spec: Path, output: Path, opset: int, seed: int | None) -> None:
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    default="cpu",
+    show_default=True,
+    help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + Slice).",
+)
+def compile_command(spec: Path, output: Path, opset: int, weight_seed: int | None, target: str) -> None:
     """Compile SPEC to an ONNX model at OUTPUT (written only if everything succeeds)."""
     _check_output_path(output, spec)
     with _reported_errors():
         started = time.perf_counter()
         model_spec = deconv_compiler.load_spec(spec)
-        model = deconv_compiler.compile_spec(model_spec, opset=opset, seed=seed)
+        model = deconv_compiler.compile_spec(model_spec, opset=opset, seed=weight_seed, target=target)
         deconv_compiler.save_model(model, output)
     elapsed = time.perf_counter() - started
-    click.echo(f"wrote {output} (opset {opset}, {_describe(model_spec)}) in {elapsed * 1000:.0f} ms")
+    click.echo(
+        f"wrote {output} (opset {opset}, target {target}, {_describe(model_spec)}) in {elapsed * 1000:.0f} ms"
+    )
 
 
 @main.command()
 @click.argument("model_or_spec", type=click.Path(path_type=Path))
-@click.option("--input", "input_path", type=click.Path(path_type=Path), help="Input array (.npy).")
+@click.option(
+    "--input", "input_path", type=click.Path(path_type=Path), help="Input array: .npy, or .npz by input name."
+)
 @click.option("--random", "random_input", is_flag=True, help="Feed a random input of the model's shape.")
 @click.option("--shape", help="Sizes for dynamic dimensions with --random, e.g. 1,16,16,8.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --random.")
 @click.option("--output", type=click.Path(path_type=Path), help="Save the output array (.npy).")
-@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@session_options
 def run(
     model_or_spec: Path,
     input_path: Path | None,
@@ -115,37 +185,154 @@ def run(
     shape: str | None,
     seed: int,
     output: Path | None,
-    provider: str,
+    **session: Any,
 ) -> None:
     """Run a model (or a spec, compiled in memory) once on onnxruntime."""
     from deconv_compiler.runtime import run_model  # onnxruntime loads only for commands that run
 
     if (input_path is None) == (not random_input):
-        _fail("give exactly one of --input FILE.npy or --random")
+        _fail("give exactly one of --input FILE or --random")
     if output is not None:
         _check_output_path(output, model_or_spec)
-    with _reported_errors():
-        model = _load_model_or_spec(model_or_spec)
+    config = _session_config(session)
+    with _reported_errors(writes=False):
+        model = _model_for(model_or_spec, config)
         declared = model.graph.input[0]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type)
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in declared.type.tensor_type.shape.dim]
+        dims = _declared_dims(model)
         if random_input:
             x = np.random.default_rng(seed).standard_normal(_concrete_shape(dims, shape)).astype(dtype)
         else:
             assert input_path is not None
-            x = _read_input(input_path, dims, dtype)
-        started = time.perf_counter()
-        result = run_model(model, {declared.name: x}, provider=provider)
-        elapsed = time.perf_counter() - started
+            x = _read_input(input_path, declared.name, dims, dtype)
+        result = run_model(model, {declared.name: x}, config)
     y = next(iter(result.outputs.values()))
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     click.echo(
-        f"output {tuple(y.shape)} {y.dtype} on {result.providers[0]} in {elapsed * 1000:.1f} ms "
-        f"(session + run); mean {float(np.mean(y)):.6g}, max |y| {peak:.6g}"
+        f"output {tuple(y.shape)} {y.dtype} on {result.provider} in {result.seconds * 1000:.2f} ms; "
+        f"mean {float(np.mean(y)) if y.size else 0.0:.6g}, max |y| {peak:.6g}"
     )
+    _report_cpu_nodes(result.provider, result.cpu_nodes)
     if output is not None:
         np.save(output, y)
         click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option(
+    "--shape", help="Input shape to test with (sizes for dynamic dims); default: batch 2, spatial 5."
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random input."
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Largest accepted error relative to max(1, max|expected|) "
+    "(default: 1e-5 float32, 5e-3 float32 with TF32, 1e-2 float16, 1e-9 float64).",
+)
+@opset_option
+@session_options
+def check(
+    spec: Path, shape: str | None, seed: int, tolerance: float | None, opset: int, **session: Any
+) -> None:
+    """Compile SPEC, run it on random input and compare with the numpy reference of Keras' layers."""
+    from deconv_compiler.verification import check_spec
+
+    config = _session_config(session)
+    with _reported_errors(writes=False):
+        model_spec = deconv_compiler.load_spec(spec)
+        given = None if shape is None else _concrete_shape(list(model_spec.input_shape), shape)
+        report = check_spec(
+            model_spec, config, shape=given, input_seed=seed, opset=opset, tolerance_override=tolerance
+        )
+    verdict = "PASS" if report.passed else "FAIL"
+    click.echo(
+        f"{verdict}: {spec} on {report.provider}, input {report.input_shape} {report.dtype}: "
+        f"max error {report.max_abs_error:.3g} = {report.relative_error:.3g} of scale {report.scale:.3g} "
+        f"(tolerance {report.tolerance:g})"
+    )
+    _report_cpu_nodes(report.provider, report.cpu_nodes)
+    if not report.passed:
+        sys.exit(EXIT_RUNTIME)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect(model: Path, as_json: bool) -> None:
+    """Summarize an ONNX model: inputs, outputs, nodes and their attributes, metadata."""
+    from deconv_compiler.inspection import inspect_model, load_onnx, render_text, summary_to_json
+
+    with _reported_errors(writes=False):
+        summary = inspect_model(load_onnx(model))
+    if as_json:
+        click.echo(json.dumps(summary_to_json(summary), indent=2))
+    else:
+        click.echo(render_text(summary), nl=False)
+
+
+@main.command()
+@click.argument("model_or_spec", type=click.Path(path_type=Path))
+@click.option("--batch", help="Batch sizes to time, comma-separated (default: the model's, or 1 if dynamic).")
+@click.option("--shape", help="Sizes for dynamic dimensions, e.g. 1,64,64,32 (the batch from --batch wins).")
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first."
+)
+@click.option(
+    "--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs per batch size."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@session_options
+def bench(
+    model_or_spec: Path,
+    batch: str | None,
+    shape: str | None,
+    warmup: int,
+    iters: int,
+    as_json: bool,
+    **session: Any,
+) -> None:
+    """Time a model (or a spec): latency percentiles, throughput, GFLOP/s of the transposed convolutions."""
+    from deconv_compiler.runtime import benchmark
+
+    config = _session_config(session)
+    results = []
+    with _reported_errors(writes=False):
+        model = _model_for(model_or_spec, config)
+        declared = model.graph.input[0]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type)
+        dims = _declared_dims(model)
+        batches = _batch_sizes(batch, dims)
+        for size in batches:
+            with_batch = [size, *dims[1:]]
+            given = None if shape is None else ",".join([str(size), *shape.split(",")[1:]])
+            x = np.random.default_rng(0).standard_normal(_concrete_shape(with_batch, given)).astype(dtype)
+            progress = _Progress(iters, quiet=as_json, label=f"batch {size}")
+            try:
+                results.append(benchmark(model, x, config, warmup, iters, progress))
+            finally:
+                progress.close()
+    if as_json:
+        click.echo(
+            json.dumps({"model": str(model_or_spec), "results": [r.to_json() for r in results]}, indent=2)
+        )
+        return
+    click.echo(
+        f"{model_or_spec} on {results[0].provider}, threads {config.threads or 'auto'}, "
+        f"{iters} runs after {warmup} warm-up"
+    )
+    click.echo(
+        f"{'input shape':>24}  {'p50 ms':>9}  {'p90 ms':>9}  {'p99 ms':>9}  {'items/s':>10}  {'GFLOP/s':>8}"
+    )
+    for r in results:
+        click.echo(
+            f"{str(r.input_shape):>24}  {r.percentile(50):9.3f}  {r.percentile(90):9.3f}  "
+            f"{r.percentile(99):9.3f}  {r.throughput:10.1f}  {r.gflops:8.2f}"
+        )
+    _report_cpu_nodes(results[0].provider, results[0].cpu_nodes)
 
 
 @main.command()
@@ -154,40 +341,78 @@ def schema() -> None:
     click.echo(json.dumps(deconv_compiler.spec_json_schema(), indent=2, sort_keys=True))
 
 
-def _describe(spec: deconv_compiler.ModelSpec) -> str:
-    def fmt(shape: tuple[int | None, ...]) -> str:
-        return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+class _Progress:
+    """A progress bar that appears only once a timing loop has run for more than a second."""
 
+    def __init__(self, total: int, quiet: bool, label: str) -> None:
+        self.total, self.quiet, self.label = total, quiet, label
+        self.done = 0
+        self.started = time.perf_counter()
+        self.bar: Any = None
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.bar is None and not self.quiet and time.perf_counter() - self.started > 1.0:
+            self.bar = click.progressbar(length=self.total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+            self.bar.update(self.done)
+        elif self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _report_cpu_nodes(provider: str, cpu_nodes: tuple[str, ...]) -> None:
+    if provider == "cuda" and cpu_nodes:
+        click.echo(
+            f"note: onnxruntime ran {len(cpu_nodes)} node(s) on the CPU: {', '.join(cpu_nodes)}", err=True
+        )
+        if any(node.startswith("ConvTranspose:") for node in cpu_nodes):
+            click.echo(
+                "note: compile with --target cuda to keep transposed convolutions on the GPU", err=True
+            )
+
+
+def _describe(spec: deconv_compiler.ModelSpec) -> str:
     count = len(spec.layers)
     layers = f"{count} layer{'s' if count != 1 else ''}"
-    return f"{layers}, input {fmt(spec.input_shape)} -> output {fmt(spec.output_shape)}"
+    shapes = f"input {_dims_text(list(spec.input_shape))} -> output {_dims_text(list(spec.output_shape))}"
+    return f"{layers}, {shapes}"
 
 
-def _check_output_path(output: Path, spec: Path) -> None:
+def _check_output_path(output: Path, source: Path) -> None:
     if output.exists() and output.is_dir():
         _fail(f"output {output} is a directory")
     if not output.parent.exists() and str(output.parent) not in ("", "."):
         _fail(f"output directory {output.parent} does not exist")
-    if output.exists() and spec.exists() and output.resolve() == spec.resolve():
-        _fail(f"output {output} is the spec file itself")
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        _fail(f"output {output} is the input file itself")
 
 
-def _load_model_or_spec(path: Path) -> onnx.ModelProto:
+def _model_for(path: Path, config: SessionConfig) -> onnx.ModelProto:
+    """An .onnx file as it is, or a spec compiled for the provider that will run it."""
+    from deconv_compiler.inspection import load_onnx
+    from deconv_compiler.runtime import resolve_provider
+
+    if path.suffix == ".onnx" or _looks_binary(path):
+        return load_onnx(path)
+    target = resolve_provider(config.provider)  # a CUDA run gets the CUDA-resident lowering
+    return deconv_compiler.compile_spec(deconv_compiler.load_spec(path), target=target)
+
+
+def _looks_binary(path: Path) -> bool:
     try:
         head = path.read_bytes()[:64]
-    except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror}")
-    text = head.lstrip()
-    if path.suffix != ".onnx" and (text[:1] in (b"{", b"[") or not _looks_binary(head)):
-        return deconv_compiler.compile_spec(deconv_compiler.load_spec(path))
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError and others
-        _fail(f"{path} is not a readable ONNX model: {exc}")
-
-
-def _looks_binary(head: bytes) -> bool:
+    except OSError:
+        return False  # load_spec reports the missing file
     return b"\x00" in head or any(b > 0x7F for b in head[:8])
+
+
+def _declared_dims(model: onnx.ModelProto) -> list[int | None]:
+    declared = model.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in declared]
 
 
 def _concrete_shape(dims: list[int | None], given: str | None) -> tuple[int, ...]:
@@ -206,14 +431,40 @@ def _concrete_shape(dims: list[int | None], given: str | None) -> tuple[int, ...
     return sizes
 
 
-def _read_input(path: Path, dims: list[int | None], dtype: Any) -> np.ndarray:
+def _batch_sizes(batch: str | None, dims: list[int | None]) -> list[int]:
+    if batch is None:
+        return [dims[0] or 1]
     try:
-        x = np.load(path, allow_pickle=False)
+        sizes = [int(part) for part in batch.split(",")]
+    except ValueError:
+        _fail(f"--batch must be comma-separated integers, got {batch!r}")
+    if any(s <= 0 for s in sizes):
+        _fail(f"--batch sizes must be > 0, got {batch}")
+    if dims[0] is not None and any(s != dims[0] for s in sizes):
+        _fail(f"the model's batch size is fixed at {dims[0]}; --batch {batch} does not fit")
+    return sizes
+
+
+def _read_input(path: Path, name: str, dims: list[int | None], dtype: Any) -> np.ndarray:
+    from deconv_compiler.weights import pickle_refusal
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         _fail(f"cannot read input {path}: {pickle_refusal(exc)}")
-    if not isinstance(x, np.ndarray):
-        x.close()
-        _fail(f"input {path} must be a single .npy array (got an .npz archive)")
+    if isinstance(loaded, np.ndarray):
+        x = loaded
+    else:
+        with loaded as archive:
+            if name not in archive.files:
+                _fail(
+                    f"input {path} has no array named {name!r} (the model's input); "
+                    f"it has: {', '.join(archive.files) or 'none'}"
+                )
+            try:
+                x = archive[name]
+            except ValueError as exc:
+                _fail(f"cannot read {name!r} from {path}: {pickle_refusal(exc)}")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         _fail(f"input {path} holds {x.dtype} values; the model expects numbers ({np.dtype(dtype).name})")
     if x.ndim != len(dims) or any(d is not None and d != s for d, s in zip(dims, x.shape, strict=False)):

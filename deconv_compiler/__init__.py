@@ -6,12 +6,19 @@ __version__ = "0.1.0"
 
 from deconv_compiler.arguments import spec_json_schema  # noqa: E402
 from deconv_compiler.compiler import compile_spec, save_model  # noqa: E402
-from deconv_compiler.errors import CompileError, DeconvError, Problem, SpecError  # noqa: E402
+from deconv_compiler.errors import (  # noqa: E402
+    CompileError,
+    DeconvError,
+    DeconvWarning,
+    Problem,
+    SpecError,
+)
 from deconv_compiler.spec import LayerSpec, ModelSpec, load_spec  # noqa: E402
 
 __all__ = [
     "CompileError",
     "DeconvError",
+    "DeconvWarning",
     "LayerSpec",
     "ModelSpec",
     "Problem",

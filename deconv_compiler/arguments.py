@@ -20,8 +20,11 @@ LAYER_TYPES: dict[str, int] = {
     **{f"layer_conv_{r}d_transpose": r for r in (1, 2, 3)},
 }
 DTYPES = ("float16", "float32", "float64")
+# Keras dtype policies: variables (and the model's inputs and outputs) in float32, compute in float16.
+POLICIES = {"mixed_float16": "float16"}
 REFUSED_DTYPES = {
     "bfloat16": "onnxruntime has no ConvTranspose kernel for bfloat16 (CPU or CUDA)",
+    "mixed_bfloat16": "onnxruntime has no ConvTranspose kernel for bfloat16 (CPU or CUDA)",
 }
 
 MAX_SIZE = 2**31 - 1  # any count or length beyond int32 is a typo, not a layer

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
 
 from deconv_compiler import __version__
 from deconv_compiler.check import check_model
+from deconv_compiler.errors import DeconvWarning
 from deconv_compiler.lowering import build_model
 from deconv_compiler.plan import DEFAULT_OPSET, plan_model
 from deconv_compiler.spec import ModelSpec
@@ -35,6 +37,14 @@ def compile_spec(
         ("deconv_compiler.spec", json.dumps(config, sort_keys=True, separators=(",", ":"))),
         ("deconv_compiler.target", target),
     )
+    if any(layer.dtype == "float64" for layer in spec.layers):
+        warnings.warn(
+            DeconvWarning(
+                "float64: onnxruntime's CPU provider has no float64 ConvTranspose kernel, so this "
+                "model runs only on CUDA; compile with dtype float32 to run it on the CPU"
+            ),
+            stacklevel=2,
+        )
     model = build_model(plan_model(spec, opset=opset, seed=seed, metadata=metadata, target=target))
     check_model(model)
     return model

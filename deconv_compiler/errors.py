@@ -58,3 +58,7 @@ class CompileError(DeconvError):
 
 class RuntimeFailure(DeconvError):
     """onnxruntime could not create a session or run the model."""
+
+
+class DeconvWarning(UserWarning):
+    """A model compiles but will not run everywhere (e.g. float64 on onnxruntime's CPU provider)."""

@@ -34,16 +34,18 @@ class _GraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._scope = ""
-        self._counter = 0
+        self._used: dict[str, int] = {}
 
     def scope(self, name: str, dtype: str) -> None:
-        self._scope, self._counter = name, 0
+        self._scope, self._used = name, {}
         self.float_dtype = np.dtype(dtype)
         self.float_type = onnx_elem_type(dtype)
 
     def _name(self, stem: str) -> str:
-        self._counter += 1
-        return f"{self._scope}/{stem}_{self._counter}"
+        """`layer/Op` for the first Op of its type in a layer, then `layer/Op_1`, `layer/Op_2`..."""
+        count = self._used.get(stem, 0)
+        self._used[stem] = count + 1
+        return f"{self._scope}/{stem}" if count == 0 else f"{self._scope}/{stem}_{count}"
 
     def op(self, op_type: str, inputs: list[str], n_outputs: int = 1, **attrs: Any) -> list[str]:
         node_name = self._name(op_type)
@@ -109,9 +111,11 @@ def build_model(plan: LoweringPlan) -> onnx.ModelProto:
     x = plan.input_name
     for layer in plan.layers:
         x = _lower_layer(builder, layer, x)
+    builder.scope("output", plan.output_dtype)
     if plan.to_keras is not None:
-        builder.scope("output", plan.output_dtype)
         x = builder.op("Transpose", [x], perm=list(plan.to_keras))[0]
+    if plan.output_cast is not None:
+        x = builder.op("Cast", [x], to=onnx_elem_type(plan.output_cast))[0]
     if x == plan.input_name:  # cannot happen for a non-empty chain, but keep the graph valid
         x = builder.op("Identity", [x])[0]
     _rename_output(builder.nodes, x, plan.output_name)

@@ -8,6 +8,7 @@ chain that is one Transpose at the input and one at the output, none in between.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,7 @@ class LoweringPlan:
     output_dtype: str
     layers: tuple[LayerPlan, ...]
     to_keras: Perm | None  # Transpose from the internal layout back to Keras' at the output
+    output_cast: str | None  # dtype the result is cast to (float32 under a mixed policy)
     metadata: tuple[tuple[str, str], ...]
 
 
@@ -166,8 +168,10 @@ def plan_model(
     current: Perm = tuple(range(tensor_rank))  # the graph input is the Keras tensor itself
     dtype = spec.input_dtype
     layers = []
+    origins = {}
     for index, layer in enumerate(spec.layers):
         weights = layer_weights(spec, index, seed)
+        origins[layer.name] = weights.origin
         wanted = internal_layout(layer.data_format, tensor_rank)
         to_internal = _transpose_between(current, wanted)
         cast_to = layer.dtype if layer.dtype != dtype else None
@@ -184,5 +188,6 @@ def plan_model(
         output_dtype=spec.output_dtype,
         layers=tuple(layers),
         to_keras=_transpose_between(current, tuple(range(tensor_rank))),
-        metadata=metadata,
+        output_cast=spec.output_dtype if spec.output_dtype != dtype else None,
+        metadata=(*metadata, ("deconv_compiler.weights", json.dumps(origins, sort_keys=True))),
     )

@@ -26,6 +26,7 @@ from deconv_compiler.arguments import (
     LAYER_TYPES,
     MAX_SIZE,
     MAX_WEIGHT_BYTES,
+    POLICIES,
     REFUSED_DTYPES,
     LayerArgs,
     ModelArgs,
@@ -67,12 +68,22 @@ class LayerSpec:
     regularizers: Mapping[str, KerasObject | None]
     constraints: Mapping[str, KerasObject | None]
     trainable: bool
-    dtype: str
+    dtype_policy: str  # a dtype name, or a Keras policy such as mixed_float16
     input_shape: tuple[int | None, ...]
     conv_output_shape: tuple[int | None, ...]  # before the activation
     output_shape: tuple[int | None, ...]  # after it (glu halves Keras' axis -1)
     weights: LayerWeights | None
     seed: int | None
+
+    @property
+    def dtype(self) -> str:
+        """The compute dtype: the graph's ConvTranspose and weights use it."""
+        return POLICIES.get(self.dtype_policy, self.dtype_policy)
+
+    @property
+    def io_dtype(self) -> str:
+        """What the layer takes and gives as a model's first or last layer (float32 under a mixed policy)."""
+        return "float32" if self.dtype_policy in POLICIES else self.dtype_policy
 
     @property
     def type_name(self) -> str:
@@ -93,7 +104,7 @@ class LayerSpec:
             "config": {
                 "name": self.name,
                 "trainable": self.trainable,
-                "dtype": self.dtype,
+                "dtype": self.dtype_policy,
                 "filters": self.filters,
                 "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides),
@@ -128,7 +139,7 @@ class ModelSpec:
 
     @property
     def output_dtype(self) -> str:
-        return self.layers[-1].dtype
+        return self.layers[-1].io_dtype
 
     def keras_config(self) -> dict[str, Any]:
         """The whole spec, normalized (no weight values), for the model's metadata."""
@@ -189,7 +200,6 @@ def parse_spec(source: SpecSource) -> ModelSpec:
 @dataclass(frozen=True)
 class _InputDescription:
     shape: tuple[int | None, ...]
-    dtype: str | None
     path: FieldPath
 
 
@@ -204,7 +214,7 @@ def _parse_single_layer(data: Mapping[str, Any], problems: _Problems) -> ModelSp
         name=layers[0].name,
         input_name="input",
         input_shape=described.shape,
-        input_dtype=layers[0].dtype,
+        input_dtype=layers[0].io_dtype,
         layers=layers,
         seed=0,
         file=problems.source.file,
@@ -220,8 +230,8 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
     described: _InputDescription | None = None
     input_dtype: str | None = None
     if args is not None and args.input is not None:
-        input_dtype = _dtype(args.input.dtype, ("input", "dtype"), problems)
-        described = _InputDescription(tuple(args.input.shape), input_dtype, ("input", "shape"))
+        input_dtype = _dtype(args.input.dtype, ("input", "dtype"), problems, policies=False)
+        described = _InputDescription(tuple(args.input.shape), ("input", "shape"))
     if raw_layers and isinstance(raw_layers[0], Mapping):
         first = _layer_input_description(raw_layers[0], ("layers", 0), problems)
         if described is None:
@@ -240,7 +250,7 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
         name=args.name,
         input_name=args.input.name if args.input is not None else "input",
         input_shape=described.shape,
-        input_dtype=input_dtype or described.dtype or layers[0].dtype,
+        input_dtype=input_dtype or layers[0].io_dtype,
         layers=layers,
         seed=args.seed,
         file=problems.source.file,
@@ -255,7 +265,6 @@ def _layer_input_description(
     batch_size = data.get("batch_size")
     if not _is_shape(input_shape) or not _is_shape(batch_input_shape) or not _is_size(batch_size):
         return None  # type problems were reported by pydantic
-    dtype = data.get("dtype") if isinstance(data.get("dtype"), str) else None
     if input_shape is not None and batch_input_shape is not None:
         problems.add((*path, "batch_input_shape"), "give either input_shape or batch_input_shape, not both")
         return None
@@ -268,9 +277,9 @@ def _layer_input_description(
         shape = tuple(batch_input_shape)
         if shape and shape[0] is None and batch_size is not None:
             shape = (batch_size, *shape[1:])
-        return _InputDescription(shape, dtype, (*path, "batch_input_shape"))
+        return _InputDescription(shape, (*path, "batch_input_shape"))
     if input_shape is not None:
-        return _InputDescription((batch_size, *input_shape), dtype, (*path, "input_shape"))
+        return _InputDescription((batch_size, *input_shape), (*path, "input_shape"))
     return None
 
 
@@ -406,7 +415,7 @@ def _parse_layer(
             return None
         output_shape = (*output_shape[:-1], None if axis_size is None else axis_size // 2)
     kernel_shape = (*kernel_size, args.filters, in_channels)
-    weight_bytes = (math.prod(kernel_shape) + args.filters) * np.dtype(dtype).itemsize
+    weight_bytes = (math.prod(kernel_shape) + args.filters) * np.dtype(POLICIES.get(dtype, dtype)).itemsize
     if weight_bytes > MAX_WEIGHT_BYTES:
         problems.add(
             path,
@@ -445,7 +454,7 @@ def _parse_layer(
         regularizers=regularizers,
         constraints=constraints,
         trainable=True if args.trainable is None else args.trainable,
-        dtype=dtype,
+        dtype_policy=dtype,
         input_shape=input_shape,
         conv_output_shape=conv_output_shape,
         output_shape=output_shape,
@@ -598,15 +607,15 @@ def _activation(value: Any, path: FieldPath, problems: _Problems) -> str | None:
     return None
 
 
-def _dtype(value: Any, path: FieldPath, problems: _Problems) -> str | None:
-    if value in DTYPES:
+def _dtype(value: Any, path: FieldPath, problems: _Problems, policies: bool = True) -> str | None:
+    """A dtype name, or (for layers) a Keras dtype policy name."""
+    accepted = (*DTYPES, *POLICIES) if policies else DTYPES
+    if value in accepted:
         return str(value)
     if isinstance(value, str) and value in REFUSED_DTYPES:
         problems.add(path, f"{value!r} is not supported: {REFUSED_DTYPES[value]}")
-    elif isinstance(value, str) and value.startswith("mixed_"):
-        problems.add(path, f"dtype policy {value!r} is not supported yet; use one of {', '.join(DTYPES)}")
     else:
-        problems.add(path, f"must be one of {', '.join(DTYPES)}, got {value!r}")
+        problems.add(path, f"must be one of {', '.join(accepted)}, got {value!r}")
     return None
 
 

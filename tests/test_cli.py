@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 from deconv_compiler.cli.main import main
 
+from deconv_compiler import runtime
 from deconv_compiler.plan import MAX_OPSET, MIN_OPSET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,7 +197,7 @@ def test_output_is_the_spec_itself(tmp_path: Path) -> None:
     before = spec.read_bytes()
     result = invoke("compile", spec, "-o", spec)
     assert_clean_failure(result)
-    assert "is the spec file itself" in result.stderr
+    assert "is the input file itself" in result.stderr
     assert spec.read_bytes() == before
 
 
@@ -300,7 +301,7 @@ def test_validate_invalid_yaml(tmp_path: Path) -> None:
 def test_run_model_random(seed_model: Path) -> None:
     result = invoke("run", seed_model, "--random")
     assert result.exit_code == 0, result.output
-    assert re.match(r"^output \(4, 20, 16, 32\) float32 on CPUExecutionProvider in ", result.stdout)
+    assert re.match(r"^output \(4, 20, 16, 32\) float32 on cpu in ", result.stdout)
 
 
 def test_run_spec_directly(tmp_path: Path) -> None:
@@ -310,7 +311,7 @@ def test_run_spec_directly(tmp_path: Path) -> None:
     spec = SPECS / "inline_weights.yaml"
     result = invoke("run", spec, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("output (1, 6, 1) float32 on CPUExecutionProvider")
+    assert result.stdout.startswith("output (1, 6, 1) float32 on cpu in")
     y = np.load(tmp_path / "y.npy")
     np.testing.assert_allclose(y[0, :, 0], [1.5, 2.5, 2.5, 4.5, 3.5, 6.5])
 
@@ -324,7 +325,7 @@ def test_run_dynamic_without_shape(tmp_path: Path) -> None:
 def test_run_dynamic_with_shape(tmp_path: Path) -> None:
     result = invoke("run", DYNAMIC, "--random", "--shape", "2,7,7,256", "--output", tmp_path / "y.npy")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("output (2, 28, 28, 1) float32 on CPUExecutionProvider")
+    assert result.stdout.startswith("output (2, 28, 28, 1) float32 on cpu in")
     assert np.load(tmp_path / "y.npy").shape == (2, 28, 28, 1)
 
 
@@ -383,11 +384,18 @@ def _invoke_collecting_resource_warnings(
     return code, stderr, [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
-def test_run_input_npz_is_refused(tmp_path: Path, seed_model: Path) -> None:
+def test_run_input_npz_without_the_input_name_is_refused(tmp_path: Path, seed_model: Path) -> None:
     np.savez(tmp_path / "x.npz", x=np.zeros((4, 10, 8, 128)))
     code, stderr, _ = _invoke_collecting_resource_warnings("run", seed_model, "--input", tmp_path / "x.npz")
     assert code == 2
-    assert "must be a single .npy array" in stderr
+    assert "has no array named 'input' (the model's input); it has: x" in stderr
+
+
+def test_run_input_npz_by_input_name(tmp_path: Path, seed_model: Path) -> None:
+    np.savez(tmp_path / "x.npz", input=np.ones((4, 10, 8, 128), np.float32))
+    result = invoke("run", seed_model, "--input", tmp_path / "x.npz")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("output (4, 20, 16, 32) float32 on cpu in ")
 
 
 def test_run_input_npz_closes_the_archive(tmp_path: Path, seed_model: Path) -> None:
@@ -421,7 +429,7 @@ def test_run_output_in_missing_directory(tmp_path: Path, seed_model: Path) -> No
 def test_run_needs_exactly_one_input_source(seed_model: Path, extra: list[str]) -> None:
     result = invoke("run", seed_model, *extra)
     assert_clean_failure(result)
-    assert result.stderr.strip() == "error: give exactly one of --input FILE.npy or --random"
+    assert result.stderr.strip() == "error: give exactly one of --input FILE or --random"
 
 
 def test_run_bad_spec(bad_spec: Path) -> None:
@@ -433,14 +441,14 @@ def test_run_bad_spec(bad_spec: Path) -> None:
 def test_run_missing_model(tmp_path: Path) -> None:
     result = invoke("run", tmp_path / "nope.onnx", "--random")
     assert_clean_failure(result)
-    assert "cannot read" in result.stderr
+    assert "nope.onnx: no such file" in result.stderr
 
 
 def test_run_corrupt_model(tmp_path: Path) -> None:
     (tmp_path / "bad.onnx").write_bytes(b"garbage\n")
     result = invoke("run", tmp_path / "bad.onnx", "--random")
     assert_clean_failure(result)
-    assert "is not a readable ONNX model" in result.stderr
+    assert "bad.onnx is not an ONNX model" in result.stderr
 
 
 def test_run_onnxruntime_failure_is_exit_1(tmp_path: Path) -> None:
@@ -508,7 +516,7 @@ def test_executable_compile_and_run(deconvc: str, tmp_path: Path, seed_model: Pa
     assert out.read_bytes() == seed_model.read_bytes(), "same bytes in and out of process"
     ran = _run(deconvc, "run", out, "--random")
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.startswith("output (4, 20, 16, 32) float32 on CPUExecutionProvider")
+    assert ran.stdout.startswith("output (4, 20, 16, 32) float32 on cpu in")
 
 
 def test_executable_bad_spec(deconvc: str, tmp_path: Path, bad_spec: Path) -> None:
@@ -534,3 +542,110 @@ def test_executable_validate_and_missing_file(deconvc: str, tmp_path: Path) -> N
     assert missing.returncode == 2
     assert "Traceback" not in missing.stderr
     assert "No such file or directory" in missing.stderr
+
+
+# --- check, bench, inspect, providers -------------------------------------------------------------
+
+DCGAN = ROOT / "specs" / "dcgan_generator.yaml"
+CUDA_REASON = runtime.cuda_unavailable_reason()
+
+
+def test_check_passes_against_the_reference() -> None:
+    result = invoke("check", DCGAN, "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert re.match(
+        r"^PASS: .*dcgan_generator\.yaml on cpu, input \(2, 7, 7, 256\) float32: max error \S+ = \S+ of scale \S+ \(tolerance 1e-05\)$",
+        result.stdout.strip(),
+    )
+
+
+def test_check_fails_with_exit_1_when_the_error_exceeds_the_tolerance() -> None:
+    result = invoke("check", DCGAN, "--tolerance", "1e-12")
+    assert result.exit_code == 1 and result.stdout.startswith("FAIL: ")
+
+
+def test_check_with_a_shape_for_dynamic_dims() -> None:
+    result = invoke("check", ROOT / "specs" / "dilated_with_weights.yaml", "--shape", "1,3,7,2")
+    assert result.exit_code == 0 and "input (1, 3, 7, 2)" in result.stdout
+
+
+def test_check_of_a_bad_spec_is_exit_2(bad_spec: Path) -> None:
+    assert_clean_failure(invoke("check", bad_spec))
+
+
+@pytest.mark.skipif(CUDA_REASON is None, reason="CUDA is usable here")
+@pytest.mark.parametrize("command", ["run", "check", "bench"])
+def test_cuda_where_it_cannot_load_is_a_clear_error(command: str, seed_model: Path) -> None:
+    target = SEED_EXAMPLE if command == "check" else seed_model
+    extra = ["--random"] if command == "run" else []
+    result = invoke(command, target, *extra, "--provider", "cuda")
+    assert_clean_failure(result)
+    assert result.stderr.strip() == f"error: --provider cuda: {CUDA_REASON}"
+
+
+def test_auto_provider_says_which_provider_ran(seed_model: Path) -> None:
+    result = invoke("run", seed_model, "--random", "--provider", "auto")
+    assert result.exit_code == 0
+    assert f"on {'cpu' if CUDA_REASON else 'cuda'} in " in result.stdout
+
+
+def test_bench_json_reports_percentiles_throughput_and_gflops(seed_model: Path) -> None:
+    result = invoke(
+        "bench", seed_model, "--iters", "5", "--warmup", "1", "--threads", "1", "--no-spin", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["results"]
+    assert report["input_shape"] == [4, 10, 8, 128] and report["iterations"] == 5 and report["threads"] == 1
+    latency = report["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
+    assert report["conv_transpose_flops"] == 2 * 4 * 10 * 8 * 128 * 32 * 4
+    assert report["throughput_per_s"] > 0 and report["conv_transpose_gflops_per_s"] > 0
+
+
+def test_bench_a_spec_over_several_batch_sizes() -> None:
+    result = invoke("bench", DCGAN, "--batch", "1,3", "--iters", "3", "--warmup", "1", "--opt-level", "basic")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.strip().startswith("(")]
+    assert [row.split(")")[0].strip() for row in rows] == ["(1, 7, 7, 256", "(3, 7, 7, 256"]
+    assert "p50 ms" in result.stdout and "GFLOP/s" in result.stdout
+
+
+def test_bench_refuses_a_batch_the_model_cannot_take(seed_model: Path) -> None:
+    result = invoke("bench", seed_model, "--batch", "2")
+    assert_clean_failure(result)
+    assert "batch size is fixed at 4" in result.stderr
+
+
+def test_inspect_text_and_json(seed_model: Path) -> None:
+    text = invoke("inspect", seed_model)
+    assert text.exit_code == 0
+    assert (
+        "ConvTranspose" in text.stdout
+        and "pads=[0, 0, 0, 0]" in text.stdout
+        and '"filters": 32' in text.stdout
+    )
+    as_json = json.loads(invoke("inspect", seed_model, "--json").stdout)
+    assert [n["op_type"] for n in as_json["nodes"]] == ["Transpose", "ConvTranspose", "Relu", "Transpose"]
+
+
+def test_inspect_a_spec_is_a_clear_error() -> None:
+    result = invoke("inspect", SEED_EXAMPLE)
+    assert_clean_failure(result)
+    assert "not an ONNX model" in result.stderr
+
+
+def test_compile_for_the_cuda_target(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("filters: 4\nkernel_size: 3\nstrides: 2\npadding: same\ninput_shape: [5, 5, 3]\n")
+    assert invoke("compile", spec, "-o", tmp_path / "m.onnx", "--target", "cuda").exit_code == 0
+    assert "Slice" in [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+
+
+def test_float64_spec_warns_at_compile_and_fails_on_cpu_with_the_remedy(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("filters: 2\nkernel_size: 3\ninput_shape: [4, 4, 2]\nbatch_size: 1\ndtype: float64\n")
+    compiled = invoke("compile", spec, "-o", tmp_path / "m.onnx")
+    assert compiled.exit_code == 0 and compiled.stderr.startswith("warning: float64:")
+    ran = invoke("run", tmp_path / "m.onnx", "--random")
+    assert_clean_failure(ran, code=1)
+    assert "run a float64 model with --provider cuda" in ran.stderr

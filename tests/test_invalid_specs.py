@@ -190,10 +190,12 @@ CASES: list[Case] = [
          "bias_constraint.config.axis", "must be an integer or a list"),
     # dtype
     Case("dtype_int32", layer(dtype="int32"), "dtype",
-         "must be one of float16, float32, float64, got 'int32'"),
+         "must be one of float16, float32, float64, mixed_float16, got 'int32'"),
     Case("dtype_bfloat16", layer(dtype="bfloat16"), "dtype", "no ConvTranspose kernel for bfloat16"),
-    Case("dtype_mixed_float16", layer(dtype="mixed_float16"), "dtype",
-         "dtype policy 'mixed_float16' is not supported"),
+    Case("dtype_mixed_bfloat16", layer(dtype="mixed_bfloat16"), "dtype",
+         "no ConvTranspose kernel for bfloat16"),
+    Case("input_dtype_is_not_a_policy", model({"filters": 4, "kernel_size": 1}, input={"shape": [None, 5, 5, 3], "dtype": "mixed_float16"}),
+         "input.dtype", "must be one of float16, float32, float64, got 'mixed_float16'"),
     # other simple arguments
     Case("use_bias_string", layer(use_bias="true"), "use_bias", 'must be true or false, got "true"'),
     Case("trainable_integer", layer(trainable=1), "trainable", "must be true or false, got 1"),

@@ -225,10 +225,10 @@ GOLDEN_1D = """
 conv1d_transpose (float[batch,input_dim1,1] input) => (float[batch,output_dim1,1] output)
    <float[1,1,2] "conv1d_transpose/kernel" =  {1,2}, float[1] "conv1d_transpose/bias" =  {0.5}>
 {
-   ["conv1d_transpose/Transpose_1"] "conv1d_transpose/Transpose_1" = Transpose <perm: ints = [0, 2, 1]> (input)
-   ["conv1d_transpose/ConvTranspose_2"] "conv1d_transpose/ConvTranspose_2" = ConvTranspose <dilations: ints = [1], group: int = 1, kernel_shape: ints = [2], output_padding: ints = [0], pads: ints = [0, 0], strides: ints = [2]> ("conv1d_transpose/Transpose_1", "conv1d_transpose/kernel", "conv1d_transpose/bias")
-   ["conv1d_transpose/HardSigmoid_3"] "conv1d_transpose/HardSigmoid_3" = HardSigmoid <alpha: float = 0.16666667, beta: float = 0.5> ("conv1d_transpose/ConvTranspose_2")
-   ["output/Transpose_1"] output = Transpose <perm: ints = [0, 2, 1]> ("conv1d_transpose/HardSigmoid_3")
+   ["conv1d_transpose/Transpose"] "conv1d_transpose/Transpose" = Transpose <perm: ints = [0, 2, 1]> (input)
+   ["conv1d_transpose/ConvTranspose"] "conv1d_transpose/ConvTranspose" = ConvTranspose <dilations: ints = [1], group: int = 1, kernel_shape: ints = [2], output_padding: ints = [0], pads: ints = [0, 0], strides: ints = [2]> ("conv1d_transpose/Transpose", "conv1d_transpose/kernel", "conv1d_transpose/bias")
+   ["conv1d_transpose/HardSigmoid"] "conv1d_transpose/HardSigmoid" = HardSigmoid <alpha: float = 0.16666667, beta: float = 0.5> ("conv1d_transpose/ConvTranspose")
+   ["output/Transpose"] output = Transpose <perm: ints = [0, 2, 1]> ("conv1d_transpose/HardSigmoid")
 }
 """
 
