@@ -213,6 +213,7 @@ def run(
         f"mean {float(np.mean(y)) if y.size else 0.0:.6g}, max |y| {peak:.6g}"
     )
     _report_cpu_nodes(result.provider, result.cpu_nodes)
+    _note_float16_on_cpu(model, result.provider)
     if output is not None:
         np.save(output, y)
         click.echo(f"wrote {output}")
@@ -333,6 +334,7 @@ def bench(
             f"{r.percentile(99):9.3f}  {r.throughput:10.1f}  {r.gflops:8.2f}"
         )
     _report_cpu_nodes(results[0].provider, results[0].cpu_nodes)
+    _note_float16_on_cpu(model, results[0].provider)
 
 
 @main.command()
@@ -362,6 +364,20 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
+
+
+def _note_float16_on_cpu(model: onnx.ModelProto, provider: str) -> None:
+    """onnxruntime's CPU provider has no float16 ConvTranspose: it inserts Casts around the float32
+    kernel (measured: no slower than a float32 model, and no faster)."""
+    half = onnx.TensorProto.FLOAT16
+    if provider == "cpu" and any(
+        t.data_type == half and t.name.endswith("/kernel") for t in model.graph.initializer
+    ):
+        click.echo(
+            "note: the CPU provider runs float16 ConvTranspose in float32 through Casts it inserts "
+            "(about the cost of a float32 model; use CUDA for native float16)",
+            err=True,
+        )
 
 
 def _report_cpu_nodes(provider: str, cpu_nodes: tuple[str, ...]) -> None:

@@ -649,3 +649,11 @@ def test_float64_spec_warns_at_compile_and_fails_on_cpu_with_the_remedy(tmp_path
     ran = invoke("run", tmp_path / "m.onnx", "--random")
     assert_clean_failure(ran, code=1)
     assert "run a float64 model with --provider cuda" in ran.stderr
+
+
+def test_float16_on_cpu_says_onnxruntime_inserts_casts(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("filters: 2\nkernel_size: 3\ninput_shape: [4, 4, 2]\nbatch_size: 1\ndtype: float16\n")
+    result = invoke("run", spec, "--random")
+    assert result.exit_code == 0 and "float16 on cpu" in result.stdout
+    assert "runs float16 ConvTranspose in float32 through Casts it inserts" in result.stderr
