@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import warnings
@@ -129,14 +130,47 @@ def _session_config(kwargs: dict[str, Any]) -> SessionConfig:
 @click.version_option(deconv_compiler.__version__, prog_name="deconvc")
 def main() -> None:
     """Compile Keras transposed-convolution specs (YAML or JSON) to ONNX for onnxruntime."""
+    # SIGTERM unwinds like an exception, so a half-written output's temporary is removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+class ByteSize(click.ParamType):
+    """A size such as 4GiB, 512MiB, 100KiB or plain bytes."""
+
+    name = "size"
+    UNITS = {"gib": 2**30, "mib": 2**20, "kib": 2**10, "gb": 10**9, "mb": 10**6, "kb": 10**3, "b": 1, "": 1}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number) :]
+        try:
+            size = float(number) * self.UNITS[unit]
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size like 4GiB, 512MiB or 1000000", param, ctx)
+        if not 0 < size < 2**63:
+            self.fail(f"{value!r} must be a positive size", param, ctx)
+        return int(size)
+
+
+max_weight_option = click.option(
+    "--max-weight-size",
+    type=ByteSize(),
+    default="4GiB",
+    show_default=True,
+    help="Refuse layers whose weights would be larger (checked before anything is allocated).",
+)
 
 
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
-def validate(spec: Path) -> None:
+@max_weight_option
+def validate(spec: Path, max_weight_size: int) -> None:
     """Check SPEC without building anything; list every problem found."""
     with _reported_errors(writes=False):
-        model_spec = deconv_compiler.load_spec(spec)
+        model_spec = deconv_compiler.load_spec(spec, max_weight_bytes=max_weight_size)
     click.echo(f"{spec}: ok: {_describe(model_spec)}")
 
 
@@ -154,12 +188,15 @@ def validate(spec: Path) -> None:
     show_default=True,
     help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + Slice).",
 )
-def compile_command(spec: Path, output: Path, opset: int, weight_seed: int | None, target: str) -> None:
+@max_weight_option
+def compile_command(
+    spec: Path, output: Path, opset: int, weight_seed: int | None, target: str, max_weight_size: int
+) -> None:
     """Compile SPEC to an ONNX model at OUTPUT (written only if everything succeeds)."""
     _check_output_path(output, spec)
     with _reported_errors():
         started = time.perf_counter()
-        model_spec = deconv_compiler.load_spec(spec)
+        model_spec = deconv_compiler.load_spec(spec, max_weight_bytes=max_weight_size)
         model = deconv_compiler.compile_spec(model_spec, opset=opset, seed=weight_seed, target=target)
         deconv_compiler.save_model(model, output)
     elapsed = time.perf_counter() - started

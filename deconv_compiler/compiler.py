@@ -5,9 +5,9 @@ load_spec → ModelSpec → plan_model → LoweringPlan → build_model → Mode
 
 from __future__ import annotations
 
+import glob
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -61,17 +61,40 @@ def _file_mode(target: Path) -> int:
 
 
 def save_model(model: onnx.ModelProto, path: str | Path) -> None:
-    """Write atomically: a temporary file beside the target, fsync, then rename over it."""
+    """Write atomically: a hidden temporary file beside the target, flushed and fsynced, then
+    renamed over it. A failure or an interrupt leaves the previous file intact and removes the
+    temporary; one left by a killed process is removed by the next save to the same path."""
     target = Path(path)
     data = model.SerializeToString()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    mode = _file_mode(target)
+    _remove_stale_temporaries(target)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
     try:
-        os.fchmod(fd, _file_mode(target))  # mkstemp makes 0600; give the file its usual mode
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Temporaries of `target` whose writing process no longer exists (it was killed)."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = stale.name[len(target.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

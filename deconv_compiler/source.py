@@ -71,7 +71,7 @@ def parse_spec_text(text: str, file: str | None = None, base_dir: Path | None = 
         data = _load_json(text, file)
         try:
             lines = _line_map(text, file)
-        except (yaml.YAMLError, SpecError):
+        except (yaml.YAMLError, SpecError, RecursionError):
             lines = {}  # valid JSON that PyYAML cannot compose: values are fine, lines unknown
         return SpecSource(data=data, file=file, base_dir=base_dir, lines=lines)
     data, lines = _load_yaml(text, file)
@@ -98,7 +98,7 @@ def _load_json(text: str, file: str | None) -> Any:
     if duplicates:
         try:
             _line_map(text, file)  # the YAML walk locates each duplicate with its full path
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             pass
         raise SpecError([Problem((key,), "duplicate key", file) for key in duplicates])
     return data
@@ -110,6 +110,7 @@ def _load_yaml(text: str, file: str | None) -> tuple[Any, dict[FieldPath, int]]:
         node = loader.get_single_node()
         if node is None:
             raise SpecError([Problem((), "the spec is empty", file, 1)])
+        _refuse_alias_bombs(node, file)
         lines: dict[FieldPath, int] = {}
         problems: list[Problem] = []
         _walk(node, (), lines, problems, file)
@@ -130,6 +131,38 @@ def _load_yaml(text: str, file: str | None) -> tuple[Any, dict[FieldPath, int]]:
     finally:
         loader.dispose()
     return data, lines
+
+
+# A YAML alias repeats a whole subtree without repeating its text ("billion laughs": 9 lines that
+# expand to 10**9 values). Documents that expand this far beyond their own size are refused
+# before anything walks or builds the expansion.
+MAX_EXPANDED_VALUES = 1_000_000
+MAX_EXPANSION_RATIO = 10
+
+
+def _refuse_alias_bombs(root: yaml.Node, file: str | None) -> None:
+    sizes: dict[int, int] = {}  # memoized by node identity: aliases share node objects
+
+    def expanded(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if isinstance(node, yaml.MappingNode):
+            size = 1 + sum(expanded(k) + expanded(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(expanded(item) for item in node.value)
+        else:
+            size = 1
+        sizes[id(node)] = size
+        return size
+
+    total = expanded(root)
+    if total > MAX_EXPANDED_VALUES and total > MAX_EXPANSION_RATIO * len(sizes):
+        message = (
+            f"refused: YAML aliases expand this document to {total:,} values from {len(sizes):,} "
+            "written ones (an alias bomb?)"
+        )
+        raise SpecError([Problem((), message, file)])
 
 
 def _line_map(text: str, file: str | None = None) -> dict[FieldPath, int]:

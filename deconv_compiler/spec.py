@@ -161,14 +161,21 @@ class ModelSpec:
 @dataclass
 class _Problems:
     source: SpecSource
+    max_weight_bytes: int = MAX_WEIGHT_BYTES
     found: list[Problem] = field(default_factory=list)
 
     def add(self, path: FieldPath, message: str) -> None:
         self.found.append(self.source.problem(path, message))
 
 
-def load_spec(spec: str | Path | Mapping[str, Any] | SpecSource) -> ModelSpec:
-    """Read (if a path) and validate a spec; raise `SpecError` with every problem found."""
+def load_spec(
+    spec: str | Path | Mapping[str, Any] | SpecSource, max_weight_bytes: int = MAX_WEIGHT_BYTES
+) -> ModelSpec:
+    """Read (if a path) and validate a spec; raise `SpecError` with every problem found.
+
+    Layers whose weights would take more than `max_weight_bytes` are refused before anything
+    is allocated.
+    """
     if isinstance(spec, SpecSource):
         source = spec
     elif isinstance(spec, (str, Path)):
@@ -177,12 +184,12 @@ def load_spec(spec: str | Path | Mapping[str, Any] | SpecSource) -> ModelSpec:
         source = source_from_mapping(spec, base_dir=Path.cwd())
     else:
         raise TypeError(f"load_spec takes a path or a mapping, got {type(spec).__name__}")
-    return parse_spec(source)
+    return parse_spec(source, max_weight_bytes)
 
 
-def parse_spec(source: SpecSource) -> ModelSpec:
+def parse_spec(source: SpecSource, max_weight_bytes: int = MAX_WEIGHT_BYTES) -> ModelSpec:
     """Validate spec data (either form) into a `ModelSpec`."""
-    problems = _Problems(source)
+    problems = _Problems(source, max_weight_bytes)
     data = source.data
     if not isinstance(data, Mapping):
         problems.add((), f"a spec must be a mapping (a layer, or a model with `layers`), got {_kind(data)}")
@@ -416,11 +423,11 @@ def _parse_layer(
         output_shape = (*output_shape[:-1], None if axis_size is None else axis_size // 2)
     kernel_shape = (*kernel_size, args.filters, in_channels)
     weight_bytes = (math.prod(kernel_shape) + args.filters) * np.dtype(POLICIES.get(dtype, dtype)).itemsize
-    if weight_bytes > MAX_WEIGHT_BYTES:
+    if weight_bytes > problems.max_weight_bytes:
         problems.add(
             path,
-            f"the weights would take {weight_bytes / 2**30:.1f} GiB (kernel {kernel_shape}, {dtype}); "
-            f"the limit is {MAX_WEIGHT_BYTES / 2**30:.0f} GiB",
+            f"the weights would take {_size_text(weight_bytes)} (kernel {kernel_shape}, {dtype}); "
+            f"the limit is {_size_text(problems.max_weight_bytes)}",
         )
         return None
     weights = None
@@ -507,6 +514,13 @@ def _chain_shapes(
                 f"the output would be empty along spatial axis {axis}: length {out} from input length "
                 f"{length}, kernel_size {kernel_size[axis]}, strides {strides[axis]}, padding {padding!r}, "
                 f"output_padding {op} (Keras' own result is an empty tensor; onnxruntime refuses it)",
+            )
+            return None, None
+        if out > MAX_SIZE:
+            problems.add(
+                path,
+                f"the output length along spatial axis {axis} would be {out:,}, beyond {MAX_SIZE:,} "
+                f"(input length {length}, strides {strides[axis]})",
             )
             return None, None
         out_spatial.append(out)
@@ -702,3 +716,10 @@ def _show(value: Any) -> str:
 
 def _path_text(path: FieldPath) -> str:
     return format_path(path)
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
