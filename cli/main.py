@@ -183,10 +183,11 @@ def validate(spec: Path, max_weight_size: int) -> None:
 @seed_option
 @click.option(
     "--target",
-    type=click.Choice(TARGETS),
+    type=click.Choice([*TARGETS, "auto"]),
     default="cpu",
     show_default=True,
-    help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + Slice).",
+    help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + "
+    "Slice); auto: cuda when a CUDA session can be created here, else cpu.",
 )
 @max_weight_option
 def compile_command(
@@ -197,6 +198,10 @@ def compile_command(
     with _reported_errors():
         started = time.perf_counter()
         model_spec = deconv_compiler.load_spec(spec, max_weight_bytes=max_weight_size)
+        if target == "auto":
+            from deconv_compiler.runtime import resolve_provider
+
+            target = resolve_provider("auto")
         model = deconv_compiler.compile_spec(model_spec, opset=opset, seed=weight_seed, target=target)
         deconv_compiler.save_model(model, output)
     elapsed = time.perf_counter() - started

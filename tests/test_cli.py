@@ -657,3 +657,9 @@ def test_float16_on_cpu_says_onnxruntime_inserts_casts(tmp_path: Path) -> None:
     result = invoke("run", spec, "--random")
     assert result.exit_code == 0 and "float16 on cpu" in result.stdout
     assert "runs float16 ConvTranspose in float32 through Casts it inserts" in result.stderr
+
+
+def test_compile_target_auto_picks_what_this_machine_can_run(tmp_path: Path) -> None:
+    result = invoke("compile", SEED_EXAMPLE, "-o", tmp_path / "m.onnx", "--target", "auto")
+    assert result.exit_code == 0
+    assert f"target {'cpu' if CUDA_REASON else 'cuda'}," in result.stdout
