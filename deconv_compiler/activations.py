@@ -39,6 +39,7 @@ class ActivationSite:
 
 
 Lowering = Callable[[Emitter, str, ActivationSite], str]
+FLOAT32 = 1  # onnx.TensorProto.FLOAT
 
 
 def _one(em: Emitter, op_type: str, inputs: list[str], **attrs: Any) -> str:
@@ -87,7 +88,7 @@ def _selu(em: Emitter, x: str, site: ActivationSite) -> str:
 
 
 def _celu(em: Emitter, x: str, site: ActivationSite) -> str:
-    if em.opset >= 12:
+    if em.opset >= 12 and em.float_type == FLOAT32:  # ONNX Celu is defined for float32 only
         return _one(em, "Celu", [x], alpha=1.0)
     # max(0, x) + min(0, exp(x) - 1) with alpha 1
     expm1 = _one(em, "Sub", [_one(em, "Exp", [x]), em.const(1.0)])

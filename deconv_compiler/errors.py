@@ -7,7 +7,9 @@ spec came from a file, the file and line. The CLI turns `DeconvError` into exit 
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
+from typing import Any
 
 FieldPath = tuple[str | int, ...]
 
@@ -21,6 +23,21 @@ def format_path(path: FieldPath) -> str:
         else:
             text += f".{part}" if text else part
     return text or "<spec>"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 8, 6
+
+
+def shown(value: Any) -> str:
+    """A user's value as a message shows it: bounded in length and depth, whatever it is
+    (a 10**5-digit integer or a list nested 10**4 deep would break repr)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
+    try:
+        return _REPR.repr(value)
+    except (RecursionError, ValueError):
+        return f"a {type(value).__name__}"
 
 
 @dataclass(frozen=True)

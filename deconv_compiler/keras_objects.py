@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deconv_compiler.errors import FieldPath
+from deconv_compiler.errors import FieldPath, shown
 
 Check = Callable[[Any], str | None]  # returns a message when the value is wrong
 REQUIRED = object()
@@ -23,22 +23,22 @@ REQUIRED = object()
 
 def _number(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return f"must be a finite number, got {value!r}"
+        return f"must be a finite number, got {shown(value)}"
     return None
 
 
 def _non_negative(value: Any) -> str | None:
-    return _number(value) or (f"must be >= 0, got {value!r}" if value < 0 else None)
+    return _number(value) or (f"must be >= 0, got {shown(value)}" if value < 0 else None)
 
 
 def _positive(value: Any) -> str | None:
-    return _number(value) or (f"must be > 0, got {value!r}" if value <= 0 else None)
+    return _number(value) or (f"must be > 0, got {shown(value)}" if value <= 0 else None)
 
 
 def _seed(value: Any) -> str | None:
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return None
-    return f"must be null or an integer >= 0, got {value!r}"
+    return f"must be null or an integer >= 0, got {shown(value)}"
 
 
 def _axes(value: Any) -> str | None:
@@ -46,18 +46,18 @@ def _axes(value: Any) -> str | None:
         return None
     if isinstance(value, list) and all(isinstance(a, int) and not isinstance(a, bool) for a in value):
         return None
-    return f"must be null or a list of integers, got {value!r}"
+    return f"must be null or a list of integers, got {shown(value)}"
 
 
 def _axis(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return None
-    return _axes(value) if isinstance(value, list) else f"must be an integer or a list, got {value!r}"
+    return _axes(value) if isinstance(value, list) else f"must be an integer or a list, got {shown(value)}"
 
 
 def _one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
+        return None if value in choices else f"must be one of {', '.join(choices)}; got {shown(value)}"
 
     return check
 
@@ -256,26 +256,26 @@ def parse_keras_object(value: Any, vocab: Vocabulary, path: FieldPath, report: R
         config = value.get("config", {})
         config_path = (*path, "config")
         if not isinstance(name, str):
-            report((*path, "class_name"), f"must be the {vocab.kind}'s class name, got {name!r}")
+            report((*path, "class_name"), f"must be the {vocab.kind}'s class name, got {shown(name)}")
             return None
         if not isinstance(config, Mapping):
-            report(config_path, f"must be a mapping of {name} arguments, got {config!r}")
+            report(config_path, f"must be a mapping of {name} arguments, got {shown(config)}")
             return None
     else:
-        report(path, f"must be a {vocab.kind} name or {{class_name, config}}, got {value!r}")
+        report(path, f"must be a {vocab.kind} name or {{class_name, config}}, got {shown(value)}")
         return None
 
     keras_class = vocab.lookup(name)
     if keras_class is None:
         hint = difflib.get_close_matches(name, vocab.names(), n=1)
-        suffix = f"; did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(vocab.names())}"
+        suffix = f"; did you mean {shown(hint[0])}?" if hint else f"; known: {', '.join(vocab.names())}"
         report(
             path if isinstance(value, str) else (*path, "class_name"),
-            f"unknown {vocab.kind} {name!r}{suffix}",
+            f"unknown {vocab.kind} {shown(name)}{suffix}",
         )
         return None
     if keras_class.refused:
-        report(path, f"{vocab.kind} {name!r} cannot be used here: {keras_class.refused}")
+        report(path, f"{vocab.kind} {shown(name)} cannot be used here: {keras_class.refused}")
         return None
 
     ok = True
@@ -283,7 +283,7 @@ def parse_keras_object(value: Any, vocab: Vocabulary, path: FieldPath, report: R
     for key, item in config.items():
         param = keras_class.params.get(key)
         if param is None:
-            report((*config_path, key), f"{keras_class.name} has no argument {key!r}")
+            report((*config_path, key), f"{keras_class.name} has no argument {shown(key)}")
             ok = False
             continue
         message = param.check(item)
@@ -297,7 +297,7 @@ def parse_keras_object(value: Any, vocab: Vocabulary, path: FieldPath, report: R
         if param.default is REQUIRED:
             report(
                 path,
-                f"{keras_class.name} needs a {key!r} "
+                f"{keras_class.name} needs a {shown(key)} "
                 f"(write {{class_name: {keras_class.name}, config: {{{key}: ...}}}})",
             )
             ok = False

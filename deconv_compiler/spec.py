@@ -31,7 +31,7 @@ from deconv_compiler.arguments import (
     LayerArgs,
     ModelArgs,
 )
-from deconv_compiler.errors import FieldPath, Problem, SpecError, format_path
+from deconv_compiler.errors import FieldPath, Problem, SpecError, format_path, shown
 from deconv_compiler.keras_objects import (
     CONSTRAINT,
     INITIALIZER,
@@ -318,7 +318,7 @@ def _parse_layers(
         if layer.name in names:
             problems.add(
                 (*path, "name"),
-                f"layer name {layer.name!r} is already used by {_path_text(names[layer.name])}",
+                f"layer name {shown(layer.name)} is already used by {_path_text(names[layer.name])}",
             )
             ok = False
         names[layer.name] = path
@@ -425,7 +425,7 @@ def _parse_layer(
     weight_bytes = (math.prod(kernel_shape) + args.filters) * np.dtype(POLICIES.get(dtype, dtype)).itemsize
     if weight_bytes > problems.max_weight_bytes:
         problems.add(
-            path,
+            (*path, "filters" if args.filters >= math.prod(kernel_size) else "kernel_size"),
             f"the weights would take {_size_text(weight_bytes)} (kernel {kernel_shape}, {dtype}); "
             f"the limit is {_size_text(problems.max_weight_bytes)}",
         )
@@ -510,15 +510,15 @@ def _chain_shapes(
         out = geometry.output_length(length, kernel_size[axis], strides[axis], dilation[axis], padding, op)
         if out <= 0:
             problems.add(
-                (*path, "output_padding") if op is not None else path,
+                (*path, "output_padding" if op is not None else "kernel_size"),
                 f"the output would be empty along spatial axis {axis}: length {out} from input length "
-                f"{length}, kernel_size {kernel_size[axis]}, strides {strides[axis]}, padding {padding!r}, "
+                f"{length}, kernel_size {kernel_size[axis]}, strides {strides[axis]}, padding '{padding}', "
                 f"output_padding {op} (Keras' own result is an empty tensor; onnxruntime refuses it)",
             )
             return None, None
         if out > MAX_SIZE:
             problems.add(
-                path,
+                (*path, "strides"),
                 f"the output length along spatial axis {axis} would be {out:,}, beyond {MAX_SIZE:,} "
                 f"(input length {length}, strides {strides[axis]})",
             )
@@ -551,18 +551,20 @@ def _int_tuple(
             return None
         values, item_paths = list(value), [(*path, i) for i in range(rank)]
     else:
-        problems.add(path, f"must be an integer or a list of {rank} integers, got {value!r} ({_kind(value)})")
+        problems.add(
+            path, f"must be an integer or a list of {rank} integers, got {shown(value)} ({_kind(value)})"
+        )
         return None
     ok = True
     for item, item_path in zip(values, item_paths, strict=True):
         if not _is_int(item):
-            problems.add(item_path, f"must be an integer, got {item!r} ({_kind(item)})")
+            problems.add(item_path, f"must be an integer, got {shown(item)} ({_kind(item)})")
             ok = False
         elif item < minimum:
-            problems.add(item_path, f"must be >= {minimum}, got {item}")
+            problems.add(item_path, f"must be >= {minimum}, got {shown(item)}")
             ok = False
         elif item > MAX_SIZE:
-            problems.add(item_path, f"must be <= {MAX_SIZE}, got {item}")
+            problems.add(item_path, f"must be <= {MAX_SIZE}, got {shown(item)}")
             ok = False
         if item_path == path and not ok:
             break  # a broadcast scalar: one message is enough
@@ -579,8 +581,8 @@ def _layer_type(value: Any, path: FieldPath, problems: _Problems) -> int | None:
     by_lower = {name.lower(): name for name in LAYER_TYPES}
     close = difflib.get_close_matches(value, list(LAYER_TYPES), n=1)
     hint = by_lower.get(value.lower()) or (close[0] if close else None)
-    suffix = f"; did you mean {hint!r}?" if hint else f"; supported: {', '.join(LAYER_TYPES)}"
-    problems.add(path, f"unknown layer type {value!r}{suffix}")
+    suffix = f"; did you mean {shown(hint)}?" if hint else f"; supported: {', '.join(LAYER_TYPES)}"
+    problems.add(path, f"unknown layer type {shown(value)}{suffix}")
     return None
 
 
@@ -599,7 +601,7 @@ def _data_format(
 def _padding(value: Any, path: FieldPath, problems: _Problems) -> Literal["valid", "same"] | None:
     if isinstance(value, str) and value.lower() in ("valid", "same"):
         return "valid" if value.lower() == "valid" else "same"
-    problems.add(path, f"must be 'valid' or 'same' (case-insensitive), got {value!r}")
+    problems.add(path, f"must be 'valid' or 'same' (case-insensitive), got {shown(value)}")
     return None
 
 
@@ -607,17 +609,17 @@ def _activation(value: Any, path: FieldPath, problems: _Problems) -> str | None:
     if value is None:
         return "linear"
     if not isinstance(value, str):
-        problems.add(path, f"must be an activation name or null, got {value!r} ({_kind(value)})")
+        problems.add(path, f"must be an activation name or null, got {shown(value)} ({_kind(value)})")
         return None
     name = activations.canonical_activation(value)
     if name is not None:
         return name
     if value in activations.REFUSED:
-        problems.add(path, f"{value!r} {activations.REFUSED[value]}")
+        problems.add(path, f"{shown(value)} {activations.REFUSED[value]}")
         return None
     hint = difflib.get_close_matches(value.lower(), activations.NAMES, n=1)
-    suffix = f"; did you mean {hint[0]!r}? (names are case-sensitive)" if hint else ""
-    problems.add(path, f"unknown activation {value!r}{suffix}")
+    suffix = f"; did you mean {shown(hint[0])}? (names are case-sensitive)" if hint else ""
+    problems.add(path, f"unknown activation {shown(value)}{suffix}")
     return None
 
 
@@ -627,9 +629,9 @@ def _dtype(value: Any, path: FieldPath, problems: _Problems, policies: bool = Tr
     if value in accepted:
         return str(value)
     if isinstance(value, str) and value in REFUSED_DTYPES:
-        problems.add(path, f"{value!r} is not supported: {REFUSED_DTYPES[value]}")
+        problems.add(path, f"{shown(value)} is not supported: {REFUSED_DTYPES[value]}")
     else:
-        problems.add(path, f"must be one of {', '.join(accepted)}, got {value!r}")
+        problems.add(path, f"must be one of {', '.join(accepted)}, got {shown(value)}")
     return None
 
 
@@ -639,9 +641,9 @@ _PYDANTIC_MESSAGES: dict[str, Callable[[Any], str]] = {
     "bool_type": lambda e: f"must be true or false, got {_show(e['input'])}",
     "string_type": lambda e: f"must be a string, got {_show(e['input'])}",
     "list_type": lambda e: f"must be a list, got {_show(e['input'])}",
-    "greater_than": lambda e: f"must be >= {e['ctx']['gt'] + 1}, got {e['input']!r}",
-    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}, got {e['input']!r}",
-    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']}, got {e['input']!r}",
+    "greater_than": lambda e: f"must be >= {e['ctx']['gt'] + 1}, got {shown(e['input'])}",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}, got {shown(e['input'])}",
+    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']}, got {shown(e['input'])}",
     "string_too_short": lambda e: "must not be empty",
     "too_short": lambda e: f"must have at least {e['ctx']['min_length']} item(s)",
     "literal_error": lambda e: f"must be one of {e['ctx']['expected']}, got {_show(e['input'])}",
@@ -656,16 +658,18 @@ def _pydantic(model: type[Any], data: Mapping[str, Any], path: FieldPath, proble
         return model.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part[:1] in "[<"))
+            loc = tuple(
+                part for part in error["loc"] if not (isinstance(part, str) and part.startswith(("[", "<")))
+            )
             if error["type"] == "extra_forbidden":
                 key = str(loc[-1])
                 known = list(model.model_fields)
                 hint = difflib.get_close_matches(key, known, n=1)
-                suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+                suffix = f"; did you mean {shown(hint[0])}?" if hint else ""
                 what = (
-                    f"unrecognized argument {key!r} (Keras rejects unknown keyword arguments)"
+                    f"unrecognized argument {shown(key)} (Keras rejects unknown keyword arguments)"
                     if model is LayerArgs
-                    else f"unrecognized key {key!r}"
+                    else f"unrecognized key {shown(key)}"
                 )
                 problems.add((*path, *loc), what + suffix)
                 continue
@@ -710,8 +714,11 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else _kind(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """JSON spelling for scalars (true, null, "text"), bounded like every shown value."""
+    if isinstance(value, (str, bool, float, type(None))):
+        text = json.dumps(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return shown(value) if isinstance(value, int) else _kind(value)
 
 
 def _path_text(path: FieldPath) -> str:

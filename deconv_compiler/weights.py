@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deconv_compiler.errors import FieldPath
+from deconv_compiler.errors import FieldPath, shown
 from deconv_compiler.keras_objects import KerasObject
 
 Report = Callable[[FieldPath, str], None]
@@ -43,15 +43,15 @@ def load_layer_weights(
 ) -> LayerWeights | None:
     """Read `weights:` (npz path or `[kernel, bias]`) and check it against the layer."""
     if isinstance(value, str):
-        arrays = _read_npz(value, base_dir, path, report)
+        arrays = _read_npz(
+            value, base_dir, path, report, {"kernel": kernel_shape, "bias": (kernel_shape[-2],)}
+        )
         if arrays is None:
             return None
         kernel, bias, origin = arrays.get("kernel"), arrays.get("bias"), value
         if kernel is None:
-            report(
-                path,
-                f"{value!r} has no array named 'kernel' (found: {', '.join(sorted(arrays)) or 'none'})",
-            )
+            found = ", ".join(str(name) for name in arrays[""]) or "none"
+            report(path, f"{shown(value)} has no array named 'kernel' (found: {found})")
             return None
         kernel_path, bias_path = path, path
     elif isinstance(value, (list, tuple)):
@@ -89,25 +89,70 @@ def load_layer_weights(
 
 
 def _read_npz(
-    value: str, base_dir: Path | None, path: FieldPath, report: Report
+    value: str,
+    base_dir: Path | None,
+    path: FieldPath,
+    report: Report,
+    expected: Mapping[str, tuple[int, ...]],
 ) -> dict[str, np.ndarray] | None:
+    """The `expected` arrays of an .npz (plus the names of all members, under ""), each member's
+    header checked before its data is read: a forged header cannot make us allocate."""
     resolved = (base_dir or Path.cwd()) / value
     try:
-        loaded = np.load(resolved, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            report(path, f"{value!r} is a single .npy array; give an .npz with 'kernel' and 'bias'")
-            return None
-        with loaded as archive:
-            return {name: _file_array(archive[name]) for name in archive.files}
-    except _NotNumeric as exc:
-        report(path, f"{value!r}: {exc}")
+        with open(resolved, "rb") as handle:  # ours to close, whatever numpy raises
+            if handle.read(6) == b"\x93NUMPY":
+                report(path, f"{shown(value)} is a single .npy array; give an .npz with 'kernel' and 'bias'")
+                return None
+            handle.seek(0)
+            with zipfile.ZipFile(handle) as archive:
+                members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+                arrays: dict[str, np.ndarray] = {}
+                for name, shape in expected.items():
+                    if name in members:
+                        array = _read_member(archive, members[name], name, shape, value, path, report)
+                        if array is None:
+                            return None
+                        arrays[name] = array
+                arrays[""] = np.array(sorted(members))
+                return arrays
     except FileNotFoundError:
-        report(path, f"weights file {value!r} not found (looked at {resolved})")
+        report(path, f"weights file {shown(value)} not found (looked at {resolved})")
     except IsADirectoryError:
-        report(path, f"weights path {value!r} is a directory (resolved to {resolved})")
-    except (ValueError, OSError, zipfile.BadZipFile, TypeError, EOFError) as exc:
-        report(path, f"cannot read weights file {value!r}: {pickle_refusal(exc)} (resolved to {resolved})")
+        report(path, f"weights path {shown(value)} is a directory (resolved to {resolved})")
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
+        reason = "not an .npz archive" if isinstance(exc, zipfile.BadZipFile) else pickle_refusal(exc)
+        report(path, f"cannot read weights file {shown(value)}: {reason} (resolved to {resolved})")
     return None
+
+
+def _read_member(
+    archive: zipfile.ZipFile,
+    member: str,
+    name: str,
+    shape: tuple[int, ...],
+    value: str,
+    path: FieldPath,
+    report: Report,
+) -> np.ndarray | None:
+    with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        header_shape, _, dtype = read_header(stream)
+    if dtype.hasobject:
+        report(
+            path, f"{shown(value)}: {name}: {pickle_refusal(ValueError('Object arrays cannot be loaded'))}"
+        )
+        return None
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        report(path, f"{shown(value)}: {name} is an array of {dtype} where numbers were expected")
+        return None
+    if tuple(header_shape) != shape:
+        _check_shape(name, np.empty((0,)), shape, path, report, received=tuple(header_shape))
+        return None
+    with archive.open(member) as stream:
+        return np.asarray(np.lib.format.read_array(stream, allow_pickle=False), dtype=np.float64)
 
 
 def pickle_refusal(exc: Exception) -> str:
@@ -118,16 +163,6 @@ def pickle_refusal(exc: Exception) -> str:
     if "pickle" in text:  # numpy's fallback for anything that is not .npy/.npz
         return "not a .npy/.npz file"
     return text
-
-
-class _NotNumeric(ValueError):
-    pass
-
-
-def _file_array(array: np.ndarray) -> np.ndarray:
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise _NotNumeric(f"array of {array.dtype} where numbers were expected")
-    return np.asarray(array, dtype=np.float64)
 
 
 def _as_array(value: Any, path: FieldPath, report: Report) -> np.ndarray | None:
@@ -145,20 +180,26 @@ def _as_array(value: Any, path: FieldPath, report: Report) -> np.ndarray | None:
 
 
 def _check_shape(
-    name: str, array: np.ndarray, expected: tuple[int, ...], path: FieldPath, report: Report
+    name: str,
+    array: np.ndarray,
+    expected: tuple[int, ...],
+    path: FieldPath,
+    report: Report,
+    received: tuple[int, ...] | None = None,
 ) -> bool:
-    if array.shape != expected:
+    shape = tuple(array.shape) if received is None else received
+    if shape != expected:
         hint = ""
         if name == "kernel" and len(expected) >= 3:
             onnx_layout = (expected[-1], expected[-2], *expected[:-2])
-            if array.shape == onnx_layout:
+            if shape == onnx_layout:
                 hint = (
                     " (that is the ONNX/PyTorch layout (in, out, *k); "
                     "Keras' is kernel_size + (filters, in_channels))"
                 )
             else:
                 hint = " = kernel_size + (filters, in_channels)"
-        report(path, f"{name} has shape {tuple(array.shape)}, expected {expected}{hint}")
+        report(path, f"{name} has shape {shape}, expected {expected}{hint}")
         return False
     bad = int(np.count_nonzero(~np.isfinite(array)))
     if bad:

@@ -113,7 +113,7 @@ def test_huge_weights_are_refused_before_any_allocation() -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert problem == (
-        "<spec>: the weights would take 62500.0 GiB (kernel (1000, 1000, 4096, 4096), float32); "
+        "kernel_size: the weights would take 62500.0 GiB (kernel (1000, 1000, 4096, 4096), float32); "
         "the limit is 4.0 GiB"
     )
     assert peak < 20 * 2**20

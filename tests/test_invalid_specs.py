@@ -560,7 +560,7 @@ def test_weights_file_that_is_not_an_npz(tmp_path: Path) -> None:
     (tmp_path / "w.npz").write_text("not an archive\n")
     (tmp_path / "s.yaml").write_text("filters: 4\nkernel_size: 3\ninput_shape: [5, 5, 3]\nweights: w.npz\n")
     (problem,) = _raise(tmp_path / "s.yaml")
-    assert "not a .npy/.npz file" in problem.message
+    assert "not an .npz archive" in problem.message
     assert "pickle" not in problem.message
 
 
