@@ -22,9 +22,13 @@ REQUIRED = object()
 
 
 def _number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return f"must be a finite number, got {shown(value)}"
-    return None
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            if math.isfinite(float(value)):
+                return None
+        except OverflowError:  # an integer beyond any float
+            pass
+    return f"must be a finite number, got {shown(value)}"
 
 
 def _non_negative(value: Any) -> str | None:

@@ -18,6 +18,8 @@ import yaml
 
 from deconv_compiler.errors import FieldPath, Problem, SpecError
 
+_TOO_LONG = "a number too long to read (integers may have at most 4300 digits)"
+
 
 @dataclass(frozen=True)
 class SpecSource:
@@ -93,6 +95,8 @@ def _load_json(text: str, file: str | None) -> Any:
         data = json.loads(text, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as exc:
         raise SpecError([Problem((), f"invalid JSON: {exc.msg}", file, exc.lineno)]) from None
+    except ValueError:  # Python refuses to read integers of more than 4300 digits
+        raise SpecError([Problem((), f"invalid JSON: {_TOO_LONG}", file)]) from None
     except RecursionError:
         raise SpecError([Problem((), "invalid JSON: nested too deeply", file)]) from None
     if duplicates:
@@ -126,6 +130,8 @@ def _load_yaml(text: str, file: str | None) -> tuple[Any, dict[FieldPath, int]]:
         raise SpecError([Problem((), f"invalid YAML: {reason}", file, line)]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem((), f"invalid YAML: {exc}", file)]) from None
+    except ValueError:  # Python refuses to read integers of more than 4300 digits
+        raise SpecError([Problem((), f"invalid YAML: {_TOO_LONG}", file)]) from None
     except RecursionError:
         raise SpecError([Problem((), "invalid YAML: nested too deeply", file)]) from None
     finally:

@@ -194,6 +194,7 @@ def parse_spec(source: SpecSource, max_weight_bytes: int = MAX_WEIGHT_BYTES) -> 
     if not isinstance(data, Mapping):
         problems.add((), f"a spec must be a mapping (a layer, or a model with `layers`), got {_kind(data)}")
         raise SpecError(problems.found)
+    data = _clean_keys(data, (), problems)
     if "layers" in data:
         spec = _parse_model(data, problems)
     else:
@@ -231,8 +232,8 @@ def _parse_single_layer(data: Mapping[str, Any], problems: _Problems) -> ModelSp
 def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | None:
     args = _pydantic(ModelArgs, data, (), problems)
     raw_layers = data.get("layers")
-    if not isinstance(raw_layers, list):
-        return None
+    if not isinstance(raw_layers, (list, tuple)):
+        return None  # pydantic reported it
     layer_items: list[tuple[Any, FieldPath]] = [(layer, ("layers", i)) for i, layer in enumerate(raw_layers)]
     described: _InputDescription | None = None
     input_dtype: str | None = None
@@ -310,7 +311,7 @@ def _parse_layers(
             later = _layer_input_description(data, path, problems)
             if later is not None and shape is not None and not _shapes_agree(later.shape, shape):
                 problems.add(later.path, f"disagrees with this layer's actual input {_fmt(shape)}")
-        layer = _parse_layer(data, path, shape, shape_path, counts, problems)
+        layer = _parse_layer(_clean_keys(data, path, problems), path, shape, shape_path, counts, problems)
         if layer is None:
             ok = False
             shape = None
@@ -569,6 +570,29 @@ def _int_tuple(
         if item_path == path and not ok:
             break  # a broadcast scalar: one message is enough
     return tuple(values) if ok else None
+
+
+def _clean_keys(data: Mapping[Any, Any], path: FieldPath, problems: _Problems) -> dict[str, Any]:
+    """The mapping without keys no spec can have (not strings, or not valid unicode), each reported."""
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            problems.add((*path, shown(key)), f"keys must be strings, got {_kind(key)}")
+        elif not _encodable(key):
+            problems.add((*path, shown(key)), "the key is not valid unicode text")
+        else:
+            clean[key] = value
+    if isinstance(clean.get("input"), Mapping):
+        clean["input"] = _clean_keys(clean["input"], (*path, "input"), problems)
+    return clean
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _layer_type(value: Any, path: FieldPath, problems: _Problems) -> int | None:
