@@ -35,17 +35,26 @@ class _GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self._scope = ""
         self._used: dict[str, int] = {}
+        self._taken: set[str] = set()  # every node and tensor name so far: names must be unique
 
     def scope(self, name: str, dtype: str) -> None:
         self._scope, self._used = name, {}
         self.float_dtype = np.dtype(dtype)
         self.float_type = onnx_elem_type(dtype)
 
+    def reserve(self, name: str) -> None:
+        self._taken.add(name)
+
     def _name(self, stem: str) -> str:
-        """`layer/Op` for the first Op of its type in a layer, then `layer/Op_1`, `layer/Op_2`..."""
-        count = self._used.get(stem, 0)
-        self._used[stem] = count + 1
-        return f"{self._scope}/{stem}" if count == 0 else f"{self._scope}/{stem}_{count}"
+        """`layer/Op` for the first Op of its type in a layer, then `layer/Op_1`, `layer/Op_2`...,
+        skipping any name already taken (a layer may be called "output", or "a/Relu")."""
+        while True:
+            count = self._used.get(stem, 0)
+            self._used[stem] = count + 1
+            name = f"{self._scope}/{stem}" if count == 0 else f"{self._scope}/{stem}_{count}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
 
     def op(self, op_type: str, inputs: list[str], n_outputs: int = 1, **attrs: Any) -> list[str]:
         node_name = self._name(op_type)
@@ -60,8 +69,13 @@ class _GraphBuilder:
         return self.initializer(self._name("const"), array)
 
     def initializer(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
+        unique, suffix = name, 0
+        while unique in self._taken:
+            suffix += 1
+            unique = f"{name}_{suffix}"
+        self._taken.add(unique)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), unique))
+        return unique
 
 
 def _dims(shape: tuple[int | None, ...], symbols: list[str]) -> list[int | str]:
@@ -108,6 +122,8 @@ def _lower_layer(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
 def build_model(plan: LoweringPlan) -> onnx.ModelProto:
     """Emit the graph: input → per layer ([Transpose] ConvTranspose activation) → [Transpose] → output."""
     builder = _GraphBuilder(plan.opset)
+    builder.reserve(plan.input_name)
+    builder.reserve(plan.output_name)
     x = plan.input_name
     for layer in plan.layers:
         x = _lower_layer(builder, layer, x)

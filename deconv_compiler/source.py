@@ -14,11 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from deconv_compiler.errors import FieldPath, Problem, SpecError
 
 _TOO_LONG = "a number too long to read (integers may have at most 4300 digits)"
+MAX_NESTING = 100  # a spec needs 6 levels (model, layers, layer, weights, kernel rows...)
+
+
+def _bracket_depth(text: str) -> int:
+    """Deepest nesting of [ and { (brackets inside strings count too: a bound, not a parse)."""
+    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    steps = np.zeros(codes.shape, dtype=np.int32)
+    steps[(codes == ord("[")) | (codes == ord("{"))] = 1
+    steps[(codes == ord("]")) | (codes == ord("}"))] = -1
+    return int(np.cumsum(steps).max(initial=0))
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,11 @@ def parse_spec_text(text: str, file: str | None = None, base_dir: Path | None = 
     stripped = text.lstrip("\ufeff \t\r\n")
     if not stripped:
         raise SpecError([Problem((), "the spec is empty", file, 1)])
+    if _bracket_depth(text) > MAX_NESTING:
+        # refused before any parser recurses through it (pure-Python YAML slows to a crawl)
+        kind = "JSON" if stripped[0] in "{[" else "YAML"
+        message = f"invalid {kind}: nested too deeply (over {MAX_NESTING} levels)"
+        raise SpecError([Problem((), message, file)])
     if stripped[0] in "{[":
         data = _load_json(text, file)
         try:
