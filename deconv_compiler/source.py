@@ -125,7 +125,10 @@ def _load_json(text: str, file: str | None) -> Any:
 
 
 def _load_yaml(text: str, file: str | None) -> tuple[Any, dict[FieldPath, int]]:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters already
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem((), f"invalid YAML: {str(exc).splitlines()[0]}", file)]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -145,7 +148,7 @@ def _load_yaml(text: str, file: str | None) -> tuple[Any, dict[FieldPath, int]]:
             reason = f"{reason} (only plain YAML is accepted: no tags that build objects)"
         raise SpecError([Problem((), f"invalid YAML: {reason}", file, line)]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([Problem((), f"invalid YAML: {exc}", file)]) from None
+        raise SpecError([Problem((), f"invalid YAML: {str(exc).splitlines()[0]}", file)]) from None
     except ValueError:  # Python refuses to read integers of more than 4300 digits
         raise SpecError([Problem((), f"invalid YAML: {_TOO_LONG}", file)]) from None
     except RecursionError:
@@ -190,7 +193,7 @@ def _refuse_alias_bombs(root: yaml.Node, file: str | None) -> None:
 def _line_map(text: str, file: str | None = None) -> dict[FieldPath, int]:
     """Lines of a JSON document, read by composing it as YAML (tabs, legal JSON whitespace
     that YAML refuses for indentation, become spaces: line numbers do not move)."""
-    loader = yaml.SafeLoader(text.replace("\t", " "))
+    loader = yaml.SafeLoader(text.replace("\t", " "))  # YAMLError here: the caller drops the lines
     try:
         node = loader.get_single_node()
     finally:

@@ -43,6 +43,8 @@ from deconv_compiler.keras_objects import (
 from deconv_compiler.source import SpecSource, read_spec_file, source_from_mapping
 from deconv_compiler.weights import LayerWeights, load_layer_weights
 
+OUTPUT_NAME = "output"  # the graph output's name
+
 # --- the validated, frozen result ---------------------------------------------------------------
 
 
@@ -239,6 +241,8 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
     input_dtype: str | None = None
     if args is not None and args.input is not None:
         input_dtype = _dtype(args.input.dtype, ("input", "dtype"), problems, policies=False)
+        if args.input.name == OUTPUT_NAME:
+            problems.add(("input", "name"), f"{OUTPUT_NAME!r} is the model's output name; choose another")
         described = _InputDescription(tuple(args.input.shape), ("input", "shape"))
     if raw_layers and isinstance(raw_layers[0], Mapping):
         first = _layer_input_description(raw_layers[0], ("layers", 0), problems)
@@ -441,6 +445,14 @@ def _parse_layer(
             (*path, "weights"),
             problems.add,
         )
+        if weights is not None:
+            compute = POLICIES.get(dtype, dtype)
+            limit = float(np.finfo(compute).max)
+            for name, array in (("kernel", weights.kernel), ("bias", weights.bias)):
+                if array is not None and array.size and float(np.abs(array).max()) > limit:
+                    message = f"{name} holds values beyond the {compute} range (|x| > {limit:.4g})"
+                    problems.add((*path, "weights"), message)
+                    weights = None
         if weights is None:
             return None
     return LayerSpec(
