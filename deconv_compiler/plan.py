@@ -16,7 +16,7 @@ import numpy as np
 from deconv_compiler import geometry
 from deconv_compiler.activations import ActivationSite
 from deconv_compiler.errors import CompileError
-from deconv_compiler.spec import OUTPUT_NAME, LayerSpec, ModelSpec
+from deconv_compiler.spec import LayerSpec, ModelSpec
 from deconv_compiler.weights import LayerWeights, initial_weights
 
 MIN_OPSET = 11
@@ -183,7 +183,7 @@ def plan_model(
         input_name=spec.input_name,
         input_shape=spec.input_shape,
         input_dtype=spec.input_dtype,
-        output_name=OUTPUT_NAME,
+        output_name=spec.output_name,
         output_shape=spec.output_shape,
         output_dtype=spec.output_dtype,
         layers=tuple(layers),

@@ -43,8 +43,6 @@ from deconv_compiler.keras_objects import (
 from deconv_compiler.source import SpecSource, read_spec_file, source_from_mapping
 from deconv_compiler.weights import LayerWeights, load_layer_weights
 
-OUTPUT_NAME = "output"  # the graph output's name
-
 # --- the validated, frozen result ---------------------------------------------------------------
 
 
@@ -138,6 +136,11 @@ class ModelSpec:
     @property
     def output_shape(self) -> tuple[int | None, ...]:
         return self.layers[-1].output_shape
+
+    @property
+    def output_name(self) -> str:
+        """The graph output's name: "output", unless the input took it."""
+        return "output" if self.input_name != "output" else "output_1"
 
     @property
     def output_dtype(self) -> str:
@@ -241,8 +244,6 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
     input_dtype: str | None = None
     if args is not None and args.input is not None:
         input_dtype = _dtype(args.input.dtype, ("input", "dtype"), problems, policies=False)
-        if args.input.name == OUTPUT_NAME:
-            problems.add(("input", "name"), f"{OUTPUT_NAME!r} is the model's output name; choose another")
         described = _InputDescription(tuple(args.input.shape), ("input", "shape"))
     if raw_layers and isinstance(raw_layers[0], Mapping):
         first = _layer_input_description(raw_layers[0], ("layers", 0), problems)
