@@ -449,9 +449,9 @@ def _parse_layer(
         if weights is not None:
             compute = POLICIES.get(dtype, dtype)
             limit = float(np.finfo(compute).max)
-            for name, array in (("kernel", weights.kernel), ("bias", weights.bias)):
+            for tensor, array in (("kernel", weights.kernel), ("bias", weights.bias)):
                 if array is not None and array.size and float(np.abs(array).max()) > limit:
-                    message = f"{name} holds values beyond the {compute} range (|x| > {limit:.4g})"
+                    message = f"{tensor} holds values beyond the {compute} range (|x| > {limit:.4g})"
                     problems.add((*path, "weights"), message)
                     weights = None
         if weights is None:
