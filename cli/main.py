@@ -158,7 +158,7 @@ class ByteSize(click.ParamType):
 max_weight_option = click.option(
     "--max-weight-size",
     type=ByteSize(),
-    default="4GiB",
+    default="1.5GiB",
     show_default=True,
     help="Refuse layers whose weights would be larger (checked before anything is allocated).",
 )

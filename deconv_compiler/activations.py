@@ -256,7 +256,7 @@ def _sparsemax(em: Emitter, x: str, site: ActivationSite) -> str:
 def _ranks(em: Emitter, x: str, site: ActivationSite) -> str:
     """1, 2, ..., n laid along `site.axis` (broadcastable against x), in x's float type."""
     shape = np.ones(site.rank, np.int64)
-    if site.axis_size is not None:
+    if site.axis_size is not None and site.axis_size <= 4096:  # beyond, a Range beats a huge constant
         shape[site.axis] = site.axis_size
         return em.const(np.arange(1, site.axis_size + 1, dtype=np.float64).reshape(shape))
     length = _one(em, "Gather", [_one(em, "Shape", [x]), em.const(np.array(site.axis, np.int64))], axis=0)

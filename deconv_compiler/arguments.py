@@ -29,7 +29,8 @@ REFUSED_DTYPES = {
 
 MAX_SIZE = 2**31 - 1  # any count or length beyond int32 is a typo, not a layer
 # weights above this are refused before anything is allocated
-MAX_WEIGHT_BYTES = 4 * 2**30
+# An .onnx file is one protobuf, which cannot exceed 2 GiB (external data is not written yet).
+MAX_WEIGHT_BYTES = 3 * 2**29
 PositiveInt = Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)]
 _INT_OR_LIST = {"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]}
 IntOrList = Annotated[Any, WithJsonSchema(_INT_OR_LIST)]

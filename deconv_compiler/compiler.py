@@ -12,10 +12,11 @@ import warnings
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import EncodeError
 
 from deconv_compiler import __version__
 from deconv_compiler.check import check_model
-from deconv_compiler.errors import DeconvWarning
+from deconv_compiler.errors import CompileError, DeconvWarning
 from deconv_compiler.lowering import build_model
 from deconv_compiler.plan import DEFAULT_OPSET, plan_model
 from deconv_compiler.spec import ModelSpec
@@ -45,7 +46,12 @@ def compile_spec(
             ),
             stacklevel=2,
         )
-    model = build_model(plan_model(spec, opset=opset, seed=seed, metadata=metadata, target=target))
+    try:
+        model = build_model(plan_model(spec, opset=opset, seed=seed, metadata=metadata, target=target))
+    except EncodeError as exc:  # protobuf refuses messages over 2 GiB
+        raise CompileError(
+            "the model is larger than an .onnx file can be (2 GiB); compile fewer or smaller layers"
+        ) from exc
     check_model(model)
     return model
 

@@ -253,9 +253,12 @@ def parse_keras_object(value: Any, vocab: Vocabulary, path: FieldPath, report: R
     if isinstance(value, str):
         name, config, config_path = value, {}, path
     elif isinstance(value, Mapping):
-        unknown = sorted(set(value) - {"class_name", "config", "module", "registered_name"})
-        for key in unknown:
-            report((*path, key), f"unrecognized key in a serialized {vocab.kind}")
+        for key in value:
+            if key not in ("class_name", "config", "module", "registered_name"):
+                report(
+                    (*path, key if isinstance(key, str) else shown(key)),
+                    f"unrecognized key in a serialized {vocab.kind}",
+                )
         name = value.get("class_name")
         config = value.get("config", {})
         config_path = (*path, "config")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -118,13 +119,14 @@ def plan_layer(
     layout = internal_layout(layer.data_format, rank + 2)
     keras_last_axis = layout.index(rank + 1)
     dtype = np.dtype(layer.dtype)
+    weight, bias = _cast(layer.name, "kernel", weight, dtype), _cast(layer.name, "bias", weights.bias, dtype)
     return LayerPlan(
         name=layer.name,
         to_internal=to_internal,
         cast_to=cast_to,
         dtype=layer.dtype,
-        weight=np.ascontiguousarray(weight.astype(dtype)),
-        bias=None if weights.bias is None else weights.bias.astype(dtype),
+        weight=np.ascontiguousarray(weight),
+        bias=bias,
         kernel_shape=layer.kernel_size,
         strides=layer.strides,
         dilations=layer.dilation_rate,
@@ -137,6 +139,20 @@ def plan_layer(
         ),
         output_shape=tuple(layer.output_shape[a] for a in layout),
     )
+
+
+def _cast(layer: str, tensor: str, array: np.ndarray | None, dtype: np.dtype[Any]) -> Any:
+    """Weights in the layer's dtype; values the dtype cannot hold (an initializer's constant
+    of 1e300 in float32, say) are an error, not infinities in the model."""
+    if array is None:
+        return None
+    with np.errstate(over="ignore"):
+        cast = array.astype(dtype)
+    if not np.all(np.isfinite(cast)):
+        raise CompileError(
+            f"layer {layer!r}: its {tensor} overflows {dtype} (check the initializer's arguments)"
+        )
+    return cast
 
 
 def layer_weights(spec: ModelSpec, index: int, seed: int | None = None) -> LayerWeights:

@@ -238,7 +238,9 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
     args = _pydantic(ModelArgs, data, (), problems)
     raw_layers = data.get("layers")
     if not isinstance(raw_layers, (list, tuple)):
-        return None  # pydantic reported it
+        if args is not None:  # pydantic's lax mode took a set or a generator
+            problems.add(("layers",), f"must be a list of layers, got {_kind(raw_layers)}")
+        return None
     layer_items: list[tuple[Any, FieldPath]] = [(layer, ("layers", i)) for i, layer in enumerate(raw_layers)]
     described: _InputDescription | None = None
     input_dtype: str | None = None
@@ -276,8 +278,11 @@ def _layer_input_description(
     """A layer's R/Keras-2 input arguments as one full shape (batch first)."""
     input_shape, batch_input_shape = data.get("input_shape"), data.get("batch_input_shape")
     batch_size = data.get("batch_size")
+    for name, shape in (("input_shape", input_shape), ("batch_input_shape", batch_input_shape)):
+        if shape is not None and not isinstance(shape, (list, tuple)):  # lax pydantic takes sets
+            problems.add((*path, name), f"must be a list of sizes, got {_kind(shape)}")
     if not _is_shape(input_shape) or not _is_shape(batch_input_shape) or not _is_size(batch_size):
-        return None  # type problems were reported by pydantic
+        return None  # type problems were reported above or by pydantic
     if input_shape is not None and batch_input_shape is not None:
         problems.add((*path, "batch_input_shape"), "give either input_shape or batch_input_shape, not both")
         return None
@@ -699,6 +704,7 @@ def _pydantic(model: type[Any], data: Mapping[str, Any], path: FieldPath, proble
                 part for part in error["loc"] if not (isinstance(part, str) and part.startswith(("[", "<")))
             )
             if error["type"] == "extra_forbidden":
+                loc = tuple(error["loc"])  # the user's own key, whatever its first character
                 key = str(loc[-1])
                 known = list(model.model_fields)
                 hint = difflib.get_close_matches(key, known, n=1)

@@ -99,6 +99,9 @@ def _read_npz(
     header checked before its data is read: a forged header cannot make us allocate."""
     resolved = (base_dir or Path.cwd()) / value
     try:
+        if resolved.exists() and not resolved.is_dir() and not resolved.is_file():
+            report(path, f"weights path {shown(value)} is not a regular file (resolved to {resolved})")
+            return None  # a FIFO or a device would block or never end
         with open(resolved, "rb") as handle:  # ours to close, whatever numpy raises
             if handle.read(6) == b"\x93NUMPY":
                 report(path, f"{shown(value)} is a single .npy array; give an .npz with 'kernel' and 'bias'")

@@ -114,7 +114,7 @@ def test_huge_weights_are_refused_before_any_allocation() -> None:
     tracemalloc.stop()
     assert problem == (
         "kernel_size: the weights would take 62500.0 GiB (kernel (1000, 1000, 4096, 4096), float32); "
-        "the limit is 4.0 GiB"
+        "the limit is 1.5 GiB"
     )
     assert peak < 20 * 2**20
 
