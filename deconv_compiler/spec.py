@@ -131,7 +131,6 @@ class ModelSpec:
     input_dtype: str
     layers: tuple[LayerSpec, ...]
     seed: int
-    file: str | None = None
 
     @property
     def output_shape(self) -> tuple[int | None, ...]:
@@ -230,7 +229,6 @@ def _parse_single_layer(data: Mapping[str, Any], problems: _Problems) -> ModelSp
         input_dtype=layers[0].io_dtype,
         layers=layers,
         seed=0,
-        file=problems.source.file,
     )
 
 
@@ -268,7 +266,6 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
         input_dtype=input_dtype or layers[0].io_dtype,
         layers=layers,
         seed=args.seed,
-        file=problems.source.file,
     )
 
 
@@ -329,7 +326,7 @@ def _parse_layers(
         if layer.name in names:
             problems.add(
                 (*path, "name"),
-                f"layer name {shown(layer.name)} is already used by {_path_text(names[layer.name])}",
+                f"layer name {shown(layer.name)} is already used by {format_path(names[layer.name])}",
             )
             ok = False
         names[layer.name] = path
@@ -762,10 +759,6 @@ def _show(value: Any) -> str:
         text = json.dumps(value)
         return text if len(text) <= 60 else text[:57] + "..."
     return shown(value) if isinstance(value, int) else _kind(value)
-
-
-def _path_text(path: FieldPath) -> str:
-    return format_path(path)
 
 
 def _size_text(size: int) -> str:

@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 import deconv_compiler as dc
-from deconv_compiler import reference
-from deconv_compiler.plan import layer_weights
+from deconv_compiler.verification import reference_output
 from tests.onnx_run import assert_close, run_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,14 +30,7 @@ def test_example_compiles_runs_and_matches_reference(path: Path) -> None:
     rng = np.random.default_rng(0)
     shape = tuple(3 if d is None else d for d in spec.input_shape)
     x = rng.standard_normal(shape).astype(np.float32)
-    expected = x.astype(np.float64)
-    for index, layer in enumerate(spec.layers):
-        weights = layer_weights(spec, index)  # values only; the reference does its own layout
-        expected = reference.layer(
-            expected, weights.kernel.astype(np.float32), None if weights.bias is None else weights.bias.astype(np.float32),
-            activation_name=layer.activation, strides=layer.strides, padding=layer.padding,
-            output_padding=layer.output_padding, dilation_rate=layer.dilation_rate, data_format=layer.data_format,
-        )  # fmt: skip
+    expected = reference_output(spec, x)  # the numpy reference, with the model's own weights
     assert_close(run_cpu(model, x), expected, context=path.name)
 
 
