@@ -88,6 +88,11 @@ def _lower_layer(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
         x = builder.op("Transpose", [x], perm=list(layer.to_internal))[0]
     if layer.cast_to is not None:
         x = builder.op("Cast", [x], to=onnx_elem_type(layer.cast_to))[0]
+    return lower_conv_transpose(builder, layer, x)
+
+
+def lower_conv_transpose(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
+    """ConvTranspose(+bias) → [Slice] → activation, on `x` already in the internal layout and dtype."""
     inputs = [x, builder.initializer(f"{layer.name}/kernel", layer.weight)]
     if layer.bias is not None:
         inputs.append(builder.initializer(f"{layer.name}/bias", layer.bias))
