@@ -320,7 +320,7 @@ def inspect(model: Path, as_json: bool) -> None:
 @main.command()
 @click.argument("model_or_spec", type=click.Path(path_type=Path))
 @click.option("--batch", help="Batch sizes to time, comma-separated (default: the model's, or 1 if dynamic).")
-@click.option("--shape", help="Sizes for dynamic dimensions, e.g. 1,64,64,32 (the batch from --batch wins).")
+@click.option("--shape", help="Sizes for dynamic dimensions, e.g. 8,64,64,32 (--batch, if given, overrides the batch).")
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first."
 )
@@ -348,7 +348,7 @@ def bench(
         declared = model.graph.input[0]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type)
         dims = _declared_dims(model)
-        batches = _batch_sizes(batch, dims)
+        batches = _batch_sizes(batch, dims, shape)
         for size in batches:
             with_batch = [size, *dims[1:]]
             given = None if shape is None else ",".join([str(size), *shape.split(",")[1:]])
@@ -489,7 +489,9 @@ def _concrete_shape(dims: list[int | None], given: str | None) -> tuple[int, ...
     return sizes
 
 
-def _batch_sizes(batch: str | None, dims: list[int | None]) -> list[int]:
+def _batch_sizes(batch: str | None, dims: list[int | None], shape: str | None = None) -> list[int]:
+    if batch is None and shape is not None and dims[0] is None:
+        batch = shape.split(",")[0].strip() or None  # --shape's batch, when --batch is not given
     if batch is None:
         return [dims[0] or 1]
     try:

@@ -610,6 +610,12 @@ def test_bench_a_spec_over_several_batch_sizes() -> None:
     assert "p50 ms" in result.stdout and "GFLOP/s" in result.stdout
 
 
+def test_bench_takes_the_batch_from_shape_when_no_batch_is_given() -> None:
+    result = invoke("bench", DCGAN, "--shape", "5,7,7,256", "--iters", "2", "--warmup", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["input_shape"] for r in json.loads(result.stdout)["results"]] == [[5, 7, 7, 256]]
+
+
 def test_bench_refuses_a_batch_the_model_cannot_take(seed_model: Path) -> None:
     result = invoke("bench", seed_model, "--batch", "2")
     assert_clean_failure(result)
