@@ -11,16 +11,21 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import numpy as np
 import onnx
 
 import deconv_compiler
+from deconv_compiler.arguments import MAX_WEIGHT_BYTES
 from deconv_compiler.errors import DeconvError, RuntimeFailure, SpecError
 from deconv_compiler.plan import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TARGETS
 from deconv_compiler.runtime import CONV_ALGO_SEARCHES, OPTIMIZATION_LEVELS, SessionConfig
+from deconv_compiler.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from deconv_compiler.keras_model import KerasGraph
 
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
@@ -129,7 +134,7 @@ def _session_config(kwargs: dict[str, Any]) -> SessionConfig:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(deconv_compiler.__version__, prog_name="deconvc")
 def main() -> None:
-    """Compile Keras transposed-convolution specs (YAML or JSON) to ONNX for onnxruntime."""
+    """Compile Keras transposed-convolution specs (YAML or JSON) and saved Keras models to ONNX."""
     # SIGTERM unwinds like an exception, so a half-written output's temporary is removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
@@ -164,14 +169,42 @@ max_weight_option = click.option(
 )
 
 
+weights_option = click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keras weights for a config JSON: a .weights.h5 for a model, an .npz (kernel, bias) for a layer.",
+)
+
+
+def _load(source: Path, weights: Path | None, max_weight_size: int) -> ModelSpec | KerasGraph:
+    """A spec, or a saved Keras model (.keras, .h5, config JSON + --weights), told apart by content."""
+    from deconv_compiler.keras_file import is_saved_model
+
+    if weights is not None or is_saved_model(source):
+        from deconv_compiler.keras_model import load_keras_model
+
+        return load_keras_model(source, weights, max_weight_bytes=max_weight_size)
+    return deconv_compiler.load_spec(source, max_weight_bytes=max_weight_size)
+
+
+def _compile(loaded: ModelSpec | KerasGraph, opset: int, seed: int | None, target: str) -> onnx.ModelProto:
+    if isinstance(loaded, ModelSpec):
+        return deconv_compiler.compile_spec(loaded, opset=opset, seed=seed, target=target)
+    from deconv_compiler.compiler import compile_keras_model
+
+    return compile_keras_model(loaded, opset=opset, target=target)
+
+
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
+@weights_option
 @max_weight_option
-def validate(spec: Path, max_weight_size: int) -> None:
-    """Check SPEC without building anything; list every problem found."""
+def validate(spec: Path, weights: Path | None, max_weight_size: int) -> None:
+    """Check SPEC (or a saved Keras model) without building anything; list every problem found."""
     with _reported_errors(writes=False):
-        model_spec = deconv_compiler.load_spec(spec, max_weight_bytes=max_weight_size)
-    click.echo(f"{spec}: ok: {_describe(model_spec)}")
+        loaded = _load(spec, weights, max_weight_size)
+    click.echo(f"{spec}: ok: {_describe(loaded)}")
 
 
 @main.command(name="compile")
@@ -189,24 +222,32 @@ def validate(spec: Path, max_weight_size: int) -> None:
     help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + "
     "Slice); auto: cuda when a CUDA session can be created here, else cpu.",
 )
+@weights_option
 @max_weight_option
 def compile_command(
-    spec: Path, output: Path, opset: int, weight_seed: int | None, target: str, max_weight_size: int
+    spec: Path,
+    output: Path,
+    opset: int,
+    weight_seed: int | None,
+    target: str,
+    weights: Path | None,
+    max_weight_size: int,
 ) -> None:
-    """Compile SPEC to an ONNX model at OUTPUT (written only if everything succeeds)."""
+    """Compile SPEC (a spec file, or a saved Keras model: .keras, .h5, config JSON + --weights) to an
+    ONNX model at OUTPUT (written only if everything succeeds)."""
     _check_output_path(output, spec)
     with _reported_errors():
         started = time.perf_counter()
-        model_spec = deconv_compiler.load_spec(spec, max_weight_bytes=max_weight_size)
+        loaded = _load(spec, weights, max_weight_size)
         if target == "auto":
             from deconv_compiler.runtime import resolve_provider
 
             target = resolve_provider("auto")
-        model = deconv_compiler.compile_spec(model_spec, opset=opset, seed=weight_seed, target=target)
+        model = _compile(loaded, opset, weight_seed, target)
         deconv_compiler.save_model(model, output)
     elapsed = time.perf_counter() - started
     click.echo(
-        f"wrote {output} (opset {opset}, target {target}, {_describe(model_spec)}) in {elapsed * 1000:.0f} ms"
+        f"wrote {output} (opset {opset}, target {target}, {_describe(loaded)}) in {elapsed * 1000:.0f} ms"
     )
 
 
@@ -239,21 +280,26 @@ def run(
     config = _session_config(session)
     with _reported_errors(writes=False):
         model = _model_for(model_or_spec, config)
-        declared = model.graph.input[0]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type)
-        dims = _declared_dims(model)
-        if random_input:
-            x = np.random.default_rng(seed).standard_normal(_concrete_shape(dims, shape)).astype(dtype)
-        else:
-            assert input_path is not None
-            x = _read_input(input_path, declared.name, dims, dtype)
-        result = run_model(model, {declared.name: x}, config)
+        feeds = {}
+        rng = np.random.default_rng(seed)
+        for index, declared in enumerate(model.graph.input):
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type)
+            dims = _declared_dims(model, index)
+            if random_input:  # --shape sizes the first input; a model's further inputs need static shapes
+                given = shape if index == 0 else None
+                feeds[declared.name] = rng.standard_normal(_concrete_shape(dims, given)).astype(dtype)
+            else:
+                assert input_path is not None
+                feeds[declared.name] = _read_input(input_path, declared.name, dims, dtype)
+        result = run_model(model, feeds, config)
+    for name, y in result.outputs.items():
+        peak = float(np.max(np.abs(y))) if y.size else 0.0
+        label = "output" if len(result.outputs) == 1 else f"output {name}"
+        click.echo(
+            f"{label} {tuple(y.shape)} {y.dtype} on {result.provider} in {result.seconds * 1000:.2f} ms; "
+            f"mean {float(np.mean(y)) if y.size else 0.0:.6g}, max |y| {peak:.6g}"
+        )
     y = next(iter(result.outputs.values()))
-    peak = float(np.max(np.abs(y))) if y.size else 0.0
-    click.echo(
-        f"output {tuple(y.shape)} {y.dtype} on {result.provider} in {result.seconds * 1000:.2f} ms; "
-        f"mean {float(np.mean(y)) if y.size else 0.0:.6g}, max |y| {peak:.6g}"
-    )
     _report_cpu_nodes(result.provider, result.cpu_nodes)
     _note_float16_on_cpu(model, result.provider)
     if output is not None:
@@ -320,7 +366,9 @@ def inspect(model: Path, as_json: bool) -> None:
 @main.command()
 @click.argument("model_or_spec", type=click.Path(path_type=Path))
 @click.option("--batch", help="Batch sizes to time, comma-separated (default: the model's, or 1 if dynamic).")
-@click.option("--shape", help="Sizes for dynamic dimensions, e.g. 8,64,64,32 (--batch, if given, overrides the batch).")
+@click.option(
+    "--shape", help="Sizes for dynamic dimensions, e.g. 8,64,64,32 (--batch, if given, overrides the batch)."
+)
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first."
 )
@@ -433,11 +481,17 @@ def _report_cpu_nodes(provider: str, cpu_nodes: tuple[str, ...]) -> None:
             )
 
 
-def _describe(spec: deconv_compiler.ModelSpec) -> str:
-    count = len(spec.layers)
+def _describe(loaded: ModelSpec | KerasGraph) -> str:
+    if isinstance(loaded, ModelSpec):
+        count = len(loaded.layers)
+        inputs, outputs = [loaded.input_shape], [loaded.output_shape]
+    else:
+        count = len(loaded.nodes)
+        inputs, outputs = [v.shape for v in loaded.inputs], [v.shape for v in loaded.outputs]
     layers = f"{count} layer{'s' if count != 1 else ''}"
-    shapes = f"input {_dims_text(list(spec.input_shape))} -> output {_dims_text(list(spec.output_shape))}"
-    return f"{layers}, {shapes}"
+    shown_in = ", ".join(_dims_text(list(shape)) for shape in inputs)
+    shown_out = ", ".join(_dims_text(list(shape)) for shape in outputs)
+    return f"{layers}, input {shown_in} -> output {shown_out}"
 
 
 def _check_output_path(output: Path, source: Path) -> None:
@@ -451,13 +505,15 @@ def _check_output_path(output: Path, source: Path) -> None:
 
 def _model_for(path: Path, config: SessionConfig) -> onnx.ModelProto:
     """An .onnx file as it is, or a spec compiled for the provider that will run it."""
+    from deconv_compiler.keras_file import is_saved_model
+
     from deconv_compiler.inspection import load_onnx
     from deconv_compiler.runtime import resolve_provider
 
-    if path.suffix == ".onnx" or _looks_binary(path):
+    if path.suffix == ".onnx" or (_looks_binary(path) and not is_saved_model(path)):
         return load_onnx(path)
     target = resolve_provider(config.provider)  # a CUDA run gets the CUDA-resident lowering
-    return deconv_compiler.compile_spec(deconv_compiler.load_spec(path), target=target)
+    return _compile(_load(path, None, MAX_WEIGHT_BYTES), DEFAULT_OPSET, None, target)
 
 
 def _looks_binary(path: Path) -> bool:
@@ -468,8 +524,8 @@ def _looks_binary(path: Path) -> bool:
     return b"\x00" in head or any(b > 0x7F for b in head[:8])
 
 
-def _declared_dims(model: onnx.ModelProto) -> list[int | None]:
-    declared = model.graph.input[0].type.tensor_type.shape.dim
+def _declared_dims(model: onnx.ModelProto, index: int = 0) -> list[int | None]:
+    declared = model.graph.input[index].type.tensor_type.shape.dim
     return [d.dim_value if d.HasField("dim_value") else None for d in declared]
 
 

@@ -9,6 +9,8 @@ import glob
 import json
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -17,7 +19,9 @@ from google.protobuf.message import EncodeError
 from deconv_compiler import __version__
 from deconv_compiler.check import check_model
 from deconv_compiler.errors import CompileError, DeconvWarning
-from deconv_compiler.lowering import build_model
+from deconv_compiler.graph_plan import plan_graph
+from deconv_compiler.keras_model import KerasGraph
+from deconv_compiler.lowering import build_graph_model, build_model
 from deconv_compiler.plan import DEFAULT_OPSET, plan_model
 from deconv_compiler.spec import ModelSpec
 
@@ -46,14 +50,31 @@ def compile_spec(
             ),
             stacklevel=2,
         )
-    try:
+    with _within_protobuf_limit():
         model = build_model(plan_model(spec, opset=opset, seed=seed, metadata=metadata, target=target))
+    check_model(model)
+    return model
+
+
+def compile_keras_model(
+    graph: KerasGraph, opset: int = DEFAULT_OPSET, target: str = "cpu"
+) -> onnx.ModelProto:
+    """Lower a validated Keras model to an ONNX model that passes `check_model`."""
+    metadata = (("deconv_compiler.version", __version__), ("deconv_compiler.target", target))
+    with _within_protobuf_limit():
+        model = build_graph_model(plan_graph(graph, opset=opset, target=target, metadata=metadata))
+    check_model(model)
+    return model
+
+
+@contextmanager
+def _within_protobuf_limit() -> Iterator[None]:
+    try:
+        yield
     except EncodeError as exc:  # protobuf refuses messages over 2 GiB
         raise CompileError(
             "the model is larger than an .onnx file can be (2 GiB); compile fewer or smaller layers"
         ) from exc
-    check_model(model)
-    return model
 
 
 def _file_mode(target: Path) -> int:

@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from deconv_compiler.activations import ACTIVATIONS
+from deconv_compiler.graph_plan import ActivationStep, Constant, ConvStep, GraphPlan
 from deconv_compiler.plan import LayerPlan, LoweringPlan
 
 PRODUCER = "deconv-compiler"
@@ -163,7 +164,13 @@ def build_model(plan: LoweringPlan) -> onnx.ModelProto:
         ],
         initializer=builder.initializers,
     )
-    opset = helper.make_opsetid("", plan.opset)
+    return _finish_model(graph, plan.opset, plan.metadata)
+
+
+def _finish_model(
+    graph: onnx.GraphProto, opset_version: int, metadata: tuple[tuple[str, str], ...]
+) -> onnx.ModelProto:
+    opset = helper.make_opsetid("", opset_version)
     model = helper.make_model(
         graph,
         opset_imports=[opset],
@@ -171,7 +178,7 @@ def build_model(plan: LoweringPlan) -> onnx.ModelProto:
         producer_name=PRODUCER,
         producer_version=_version(),
     )
-    helper.set_model_props(model, dict(plan.metadata))
+    helper.set_model_props(model, dict(metadata))
     return model
 
 
@@ -186,3 +193,61 @@ def _version() -> str:
     from deconv_compiler import __version__
 
     return __version__
+
+
+def build_graph_model(plan: GraphPlan) -> onnx.ModelProto:
+    """Emit a Keras model's plan: each step's nodes in order, then the outputs under their names."""
+    builder = _GraphBuilder(plan.opset)
+    for value in (*plan.inputs, *(output for output, _ in plan.outputs)):
+        builder.reserve(value.name)
+    names = {value.name: value.name for value in plan.inputs}
+    for step in plan.steps:
+        builder.scope(step.scope, "float32")
+        if isinstance(step, ConvStep):
+            names[step.output] = lower_conv_transpose(builder, step.layer, names[step.input])
+        elif isinstance(step, ActivationStep):
+            activation = ACTIVATIONS[step.activation]
+            x = names[step.input]
+            names[step.output] = x if activation.lower is None else activation.lower(builder, x, step.site)
+        else:
+            inputs = [
+                names[item] if isinstance(item, str) else _constant(builder, item) for item in step.inputs
+            ]
+            names[step.output] = builder.op(step.op_type, inputs, **dict(step.attrs))[0]
+    graph_inputs = {value.name for value in plan.inputs}
+    taken: set[str] = set()
+    for output, tensor in plan.outputs:
+        actual = names[tensor]
+        if actual in graph_inputs or actual in taken:
+            builder.scope(output.name, "float32")
+            actual = builder.op("Identity", [actual])[0]
+        taken.add(actual)
+        _rename_tensor(builder.nodes, actual, output.name)
+    graph = helper.make_graph(
+        builder.nodes,
+        plan.name,
+        [_value_info(v.name, v.shape) for v in plan.inputs],
+        [_value_info(output.name, output.shape) for output, _ in plan.outputs],
+        initializer=builder.initializers,
+    )
+    return _finish_model(graph, plan.opset, plan.metadata)
+
+
+def _constant(builder: _GraphBuilder, constant: Constant) -> str:
+    if constant.name is None:
+        return builder.const(constant.value)
+    return builder.initializer(constant.name, constant.value)
+
+
+def _value_info(name: str, shape: tuple[int | None, ...]) -> onnx.ValueInfoProto:
+    symbols = ["batch", *(f"{name}_dim{i}" for i in range(1, len(shape)))]
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, _dims(shape, symbols))
+
+
+def _rename_tensor(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
+    """Rename a tensor everywhere: a graph output may also feed later nodes."""
+    for node in nodes:
+        for names in (node.input, node.output):
+            for i, name in enumerate(names):
+                if name == old:
+                    names[i] = new

@@ -766,3 +766,28 @@ def _size_text(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} bytes"
+
+
+# --- entry points for layers read from saved Keras models ---------------------------------------
+
+
+def parse_conv_layer(
+    data: Mapping[str, Any],
+    path: FieldPath,
+    input_shape: tuple[int | None, ...],
+    source: SpecSource,
+    max_weight_bytes: int = MAX_WEIGHT_BYTES,
+) -> tuple[LayerSpec | None, tuple[Problem, ...]]:
+    """One transposed-convolution layer given as spec arguments (weights inline), checked
+    exactly as a spec's layer is, against the shape of the tensor it is called on."""
+    problems = _Problems(source, max_weight_bytes)
+    layer = _parse_layer(_clean_keys(data, path, problems), path, input_shape, path, {}, problems)
+    return layer, tuple(problems.found)
+
+
+def parse_activation(
+    value: Any, path: FieldPath, source: SpecSource
+) -> tuple[str | None, tuple[Problem, ...]]:
+    """A Keras activation name (or None for linear) → the activation table's name."""
+    problems = _Problems(source)
+    return _activation(value, path, problems), tuple(problems.found)

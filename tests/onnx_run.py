@@ -17,6 +17,13 @@ def run_cpu(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return np.asarray(result)
 
 
+def run_all(model: onnx.ModelProto, *inputs: np.ndarray) -> list[np.ndarray]:
+    """Every output, for a model with one or more inputs (fed in the graph's input order)."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {declared.name: x for declared, x in zip(session.get_inputs(), inputs, strict=True)}
+    return [np.asarray(y) for y in session.run(None, feeds)]
+
+
 def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-5, context: str = "") -> None:
     """Elementwise |a - e| <= rtol * max(1, max|e|): 1e-5 relative to the output's scale."""
     assert actual.shape == expected.shape, f"{context}: shape {actual.shape} != {expected.shape}"

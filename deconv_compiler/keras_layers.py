@@ -1,0 +1,622 @@
+"""One Keras layer call (config, input shapes, weight arrays) → a typed op and its output shape.
+
+A parser per supported layer class, each with Keras' inference semantics: dropout and noise layers
+are identities, BatchNormalization keeps its moving statistics, ReLU/LeakyReLU/ELU/PReLU/Softmax
+keep their arguments. Transposed convolutions go through the spec validator, so a saved layer is
+held to exactly the rules a spec is. Problems name the layer and its config key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deconv_compiler.errors import FieldPath, Problem, shown
+from deconv_compiler.source import SpecSource
+from deconv_compiler.spec import LayerSpec, parse_activation, parse_conv_layer
+from deconv_compiler.weights import LayerWeights
+
+Shape = tuple[int | None, ...]
+
+# --- the ops: one frozen record per supported layer kind ---------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ConvTransposeOp:
+    layer: LayerSpec
+    weights: LayerWeights
+
+
+@dataclass(frozen=True, eq=False)
+class DenseOp:
+    kernel: np.ndarray  # (in, units)
+    bias: np.ndarray | None
+    activation: str
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNormOp:
+    """Inference: x * inv + (beta - mean * inv), inv = gamma / sqrt(variance + epsilon) (Keras' order)."""
+
+    axis: int  # Keras axis, non-negative
+    mean: np.ndarray
+    variance: np.ndarray
+    gamma: np.ndarray | None
+    beta: np.ndarray | None
+    epsilon: float
+
+
+@dataclass(frozen=True)
+class ActivationOp:
+    activation: str  # a name of the activation table (Keras' axis -1 for the axis-wise ones)
+
+
+@dataclass(frozen=True)
+class ReluOp:
+    """Keras' ReLU layer: max_value, negative_slope and threshold as `activations.relu` applies them."""
+
+    max_value: float | None
+    negative_slope: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class LeakyReluOp:
+    negative_slope: float
+
+
+@dataclass(frozen=True)
+class EluOp:
+    alpha: float
+
+
+@dataclass(frozen=True, eq=False)
+class PReluOp:
+    alpha: np.ndarray  # input shape without batch, 1 on shared axes
+
+
+@dataclass(frozen=True)
+class SoftmaxOp:
+    axes: tuple[int, ...]  # Keras axes, non-negative
+
+
+@dataclass(frozen=True)
+class IdentityOp:
+    """Dropout and noise layers: the identity at inference."""
+
+
+@dataclass(frozen=True)
+class AddOp:
+    pass
+
+
+@dataclass(frozen=True)
+class ConcatenateOp:
+    axis: int  # Keras axis, non-negative
+
+
+@dataclass(frozen=True)
+class ReshapeOp:
+    target: tuple[int, ...]  # without batch; -1 at most once
+
+
+@dataclass(frozen=True)
+class FlattenOp:
+    channels_first: bool  # Keras moves channels last before flattening
+
+
+@dataclass(frozen=True)
+class PadOp:
+    """ZeroPadding: zeros before/after on Keras axes; Cropping: negative amounts."""
+
+    axes: tuple[int, ...]
+    begins: tuple[int, ...]
+    ends: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class UpSampleOp:
+    axes: tuple[int, ...]  # Keras axes
+    factors: tuple[int, ...]
+    interpolation: str  # "nearest" (repeat) or "bilinear" (half-pixel, as Keras' image.resize)
+    channel_axis: int
+
+
+Op = (
+    ConvTransposeOp | DenseOp | BatchNormOp | ActivationOp | ReluOp | LeakyReluOp | EluOp | PReluOp
+    | SoftmaxOp | IdentityOp | AddOp | ConcatenateOp | ReshapeOp | FlattenOp | PadOp | UpSampleOp
+)  # fmt: skip
+
+
+IDENTITY_LAYERS = (
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+)  # fmt: skip
+CONV_LAYERS = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """One call of a Keras layer as its parser sees it: the config, the shapes it is called on,
+    its weight arrays from the file, and where problems go."""
+
+    name: str
+    class_name: str
+    config: Mapping[str, Any]
+    path: FieldPath
+    input_shapes: tuple[Shape, ...]
+    arrays: tuple[np.ndarray, ...] | None
+    source: SpecSource
+    problems: list[Problem]
+
+    def fail(self, message: str, key: str | None = None) -> None:
+        path = self.path if key is None else (*self.path, key)
+        self.problems.append(Problem(path, message, self.source.file))
+
+    @property
+    def shape(self) -> Shape:
+        return self.input_shapes[0]
+
+    def single_input(self) -> bool:
+        if len(self.input_shapes) != 1:
+            self.fail(f"takes one input, got {len(self.input_shapes)}")
+            return False
+        return True
+
+    def weights(self, count: int) -> tuple[np.ndarray, ...] | None:
+        arrays = self.arrays
+        if arrays is None or len(arrays) != count:
+            found = "none" if arrays is None else f"{len(arrays)} array(s)"
+            self.fail(f"the weights file does not match the config: expected {count} array(s), found {found}")
+            return None
+        return tuple(np.asarray(a) for a in arrays)
+
+    def number(self, key: str, default: float | None) -> float | None:
+        value = self.config.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(f"must be a number, got {shown(value)}", key)
+            return None
+        return float(value)
+
+    def axis(self, value: Any, key: str) -> int | None:
+        rank = len(self.shape)
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]  # tf.keras wrote BatchNormalization(axis=3) as [3]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not -rank <= value < rank
+            or value % rank == 0
+        ):
+            self.fail(
+                f"must be an axis of the {rank}-D input other than the batch axis, got {shown(value)}", key
+            )
+            return None
+        return value % rank
+
+    def ints(self, key: str, count: int, default: Any) -> tuple[int, ...] | None:
+        value = self.config.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value] * count
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != count
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        ):
+            self.fail(f"must be {count} non-negative integer(s), got {shown(value)}", key)
+            return None
+        return tuple(value)
+
+    def pairs(self, key: str, count: int, default: Any) -> tuple[tuple[int, int], ...] | None:
+        """ZeroPadding/Cropping amounts: an int, `count` ints (symmetric), or `count` pairs."""
+        value = self.config.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value] * count
+        if (
+            count == 1
+            and isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(isinstance(v, int) for v in value)
+        ):
+            value = [value]
+        if isinstance(value, (list, tuple)) and len(value) == count:
+            pairs = [
+                (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (list, tuple)) else None
+                for v in value
+            ]
+            if all(
+                p is not None
+                and len(p) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in p)
+                for p in pairs
+            ):
+                return tuple((int(p[0]), int(p[1])) for p in pairs if p is not None)
+        self.fail(f"must be {count} pair(s) of non-negative integers, got {shown(value)}", key)
+        return None
+
+    def spatial_axes(self, rank: int, has_format: bool = True) -> tuple[tuple[int, ...], int] | None:
+        """The spatial Keras axes of a data_format-aware layer, and its channel axis."""
+        if len(self.shape) != rank + 2:
+            self.fail(f"expects a {rank + 2}-D input, got shape {_fmt(self.shape)}")
+            return None
+        data_format = self.config.get("data_format") if has_format else None
+        if data_format in (None, "channels_last"):
+            return tuple(range(1, rank + 1)), rank + 1
+        if data_format == "channels_first":
+            return tuple(range(2, rank + 2)), 1
+        self.fail(f"must be 'channels_last' or 'channels_first', got {shown(data_format)}", "data_format")
+        return None
+
+
+LayerParser = Callable[[LayerCall], "tuple[Op, Shape] | None"]
+
+
+# --- the layers ----------------------------------------------------------------------------------
+
+
+def _conv_transpose(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    config = ctx.config
+    groups = config.get("groups", 1)
+    if groups != 1:
+        ctx.fail(f"grouped transposed convolutions are not supported (groups={shown(groups)})", "groups")
+        return None
+    use_bias = config.get("use_bias", True)
+    arrays = ctx.weights(2 if use_bias is True else 1)
+    if arrays is None:
+        return None
+    data = {key: config[key] for key in _CONV_ARGUMENTS if key in config}
+    data["type"] = ctx.class_name
+    data["name"] = ctx.name
+    data["weights"] = list(arrays)
+    layer, problems = parse_conv_layer(data, ctx.path, ctx.shape, ctx.source)
+    ctx.problems.extend(problems)
+    if layer is None or layer.weights is None:
+        return None
+    return ConvTransposeOp(layer, layer.weights), layer.output_shape
+
+
+# Arguments that decide the output; initializers, regularizers, constraints and `trainable` do not.
+_CONV_ARGUMENTS = (
+    "filters", "kernel_size", "strides", "padding", "output_padding", "data_format", "dilation_rate",
+    "activation", "use_bias",
+)  # fmt: skip
+
+
+def _activation_name(ctx: LayerCall, key: str = "activation") -> str | None:
+    name, problems = parse_activation(ctx.config.get(key), (*ctx.path, key), ctx.source)
+    ctx.problems.extend(problems)
+    return name
+
+
+def _dense(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    for key in ("lora_rank", "quantization_config"):
+        if ctx.config.get(key) is not None:
+            ctx.fail(f"{key} is not supported (got {shown(ctx.config.get(key))})", key)
+            return None
+    units = ctx.config.get("units")
+    if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
+        ctx.fail(f"must be a positive integer, got {shown(units)}", "units")
+        return None
+    activation = _activation_name(ctx)
+    use_bias = ctx.config.get("use_bias", True) is True
+    if len(ctx.shape) < 2 or ctx.shape[-1] is None:
+        ctx.fail(f"needs an input whose last axis is known, got shape {_fmt(ctx.shape)}")
+        return None
+    arrays = ctx.weights(2 if use_bias else 1)
+    if arrays is None or activation is None:
+        return None
+    kernel, bias = arrays[0], arrays[1] if use_bias else None
+    if not _expect_shape(ctx, "kernel", kernel, (ctx.shape[-1], units)):
+        return None
+    if bias is not None and not _expect_shape(ctx, "bias", bias, (units,)):
+        return None
+    return DenseOp(kernel, bias, activation), (*ctx.shape[:-1], units)
+
+
+def _batch_norm(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    axis = ctx.axis(ctx.config.get("axis", -1), "axis")
+    epsilon = ctx.number("epsilon", 1e-3)
+    for key in ("renorm",):
+        if ctx.config.get(key):
+            ctx.fail("batch renormalization is not supported", key)
+            return None
+    if axis is None or epsilon is None:
+        return None
+    size = ctx.shape[axis]
+    if size is None:
+        ctx.fail(f"the normalized axis {axis} of the input {_fmt(ctx.shape)} must have a known size")
+        return None
+    scale, center = ctx.config.get("scale", True) is not False, ctx.config.get("center", True) is not False
+    arrays = ctx.weights(2 + scale + center)
+    if arrays is None:
+        return None
+    names = [*(["gamma"] if scale else []), *(["beta"] if center else []), "moving_mean", "moving_variance"]
+    values = dict(zip(names, arrays, strict=True))
+    for tensor, array in values.items():
+        if not _expect_shape(ctx, tensor, array, (size,)):
+            return None
+    if np.any(values["moving_variance"] + epsilon <= 0):
+        ctx.fail("moving_variance + epsilon must be positive")
+        return None
+    op = BatchNormOp(
+        axis,
+        values["moving_mean"],
+        values["moving_variance"],
+        values.get("gamma"),
+        values.get("beta"),
+        epsilon,
+    )
+    return op, ctx.shape
+
+
+def _activation_layer(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    name = _activation_name(ctx)
+    if name is None:
+        return None
+    shape = ctx.shape
+    if name == "glu":
+        last = shape[-1]
+        if last is not None and last % 2:
+            ctx.fail(f"glu halves the last axis; its size is {last} (odd)", "activation")
+            return None
+        shape = (*shape[:-1], None if last is None else last // 2)
+    return ActivationOp(name), shape
+
+
+def _relu(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    max_value = ctx.number("max_value", None)
+    slope = ctx.number("negative_slope", 0.0)
+    threshold = ctx.number("threshold", 0.0)
+    if (
+        slope is None
+        or threshold is None
+        or slope < 0
+        or threshold < 0
+        or (max_value is not None and max_value < 0)
+    ):
+        if not ctx.problems:
+            ctx.fail("max_value, negative_slope and threshold must be non-negative numbers")
+        return None
+    return ReluOp(max_value, slope, threshold), ctx.shape
+
+
+def _leaky_relu(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    key = "negative_slope" if "negative_slope" in ctx.config else "alpha"  # Keras 2 called it alpha
+    slope = ctx.number(key, 0.3)
+    return None if slope is None else (LeakyReluOp(slope), ctx.shape)
+
+
+def _elu(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    alpha = ctx.number("alpha", 1.0)
+    return None if alpha is None else (EluOp(alpha), ctx.shape)
+
+
+def _prelu(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    shared = ctx.config.get("shared_axes")
+    rank = len(ctx.shape)
+    shared_axes: tuple[int, ...] = ()
+    if shared is not None:
+        items = shared if isinstance(shared, list) else [shared]
+        if not all(isinstance(a, int) and not isinstance(a, bool) and 1 <= a < rank for a in items):
+            ctx.fail(f"must be axes 1..{rank - 1}, got {shown(shared)}", "shared_axes")
+            return None
+        shared_axes = tuple(items)
+    expected = tuple(1 if a in shared_axes else ctx.shape[a] for a in range(1, rank))
+    if any(d is None for d in expected):
+        ctx.fail(f"needs known sizes on its non-shared axes, got input {_fmt(ctx.shape)}")
+        return None
+    arrays = ctx.weights(1)
+    if arrays is None or not _expect_shape(ctx, "alpha", arrays[0], tuple(int(d or 1) for d in expected)):
+        return None
+    return PReluOp(arrays[0]), ctx.shape
+
+
+def _softmax(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    value = ctx.config.get("axis", -1)
+    items = value if isinstance(value, list) else [value]
+    axes = [ctx.axis(a, "axis") for a in items]
+    if not axes or any(a is None for a in axes):
+        return None
+    return SoftmaxOp(tuple(sorted({a for a in axes if a is not None}))), ctx.shape
+
+
+def _identity(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    return (IdentityOp(), ctx.shape) if ctx.single_input() else None
+
+
+def _broadcast(ctx: LayerCall) -> Shape | None:
+    """Keras' elementwise merge shape: equal ranks, sizes equal or 1."""
+    shapes = list(ctx.input_shapes)
+    if len(shapes) < 2:
+        ctx.fail(f"merges at least 2 inputs, got {len(shapes)}")
+        return None
+    if len({len(s) for s in shapes}) != 1:
+        ctx.fail(f"inputs of different ranks cannot be merged: {', '.join(_fmt(s) for s in shapes)}")
+        return None
+    out: list[int | None] = []
+    for sizes in zip(*shapes, strict=True):
+        known = {s for s in sizes if s is not None and s != 1}
+        if len(known) > 1:
+            ctx.fail(f"input shapes do not match: {', '.join(_fmt(s) for s in shapes)}")
+            return None
+        out.append(known.pop() if known else (None if None in sizes else 1))
+    return tuple(out)
+
+
+def _add(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    shape = _broadcast(ctx)
+    return None if shape is None else (AddOp(), shape)
+
+
+def _concatenate(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    shapes = list(ctx.input_shapes)
+    if len(shapes) < 2 or len({len(s) for s in shapes}) != 1:
+        ctx.fail(f"concatenates at least 2 inputs of one rank, got {', '.join(_fmt(s) for s in shapes)}")
+        return None
+    axis = ctx.axis(ctx.config.get("axis", -1), "axis")
+    if axis is None:
+        return None
+    out: list[int | None] = []
+    for a, sizes in enumerate(zip(*shapes, strict=True)):
+        if a == axis:
+            out.append(None if None in sizes else sum(int(s or 0) for s in sizes))
+            continue
+        known = {s for s in sizes if s is not None}
+        if len(known) > 1:
+            ctx.fail(f"inputs must match except on axis {axis}: {', '.join(_fmt(s) for s in shapes)}")
+            return None
+        out.append(known.pop() if known else None)
+    return ConcatenateOp(axis), tuple(out)
+
+
+def _reshape(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    target = ctx.config.get("target_shape")
+    if (
+        not isinstance(target, list)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in target)
+        or target.count(-1) > 1
+    ):
+        ctx.fail(f"must be a list of positive sizes with at most one -1, got {shown(target)}", "target_shape")
+        return None
+    known = ctx.shape[1:]
+    shape: list[int | None] = list(target)
+    if all(d is not None for d in known):
+        total, fixed = math.prod(int(d or 0) for d in known), math.prod(d for d in target if d != -1)
+        if -1 in target:
+            if fixed == 0 or total % fixed:
+                ctx.fail(f"cannot reshape {_fmt(ctx.shape)} to {shown(target)}", "target_shape")
+                return None
+            shape[target.index(-1)] = total // fixed
+        elif total != fixed:
+            ctx.fail(f"cannot reshape {_fmt(ctx.shape)} ({total} values) to {shown(target)}", "target_shape")
+            return None
+    else:
+        shape = [None if d == -1 else d for d in target]
+    return ReshapeOp(tuple(target)), (ctx.shape[0], *shape)
+
+
+def _flatten(ctx: LayerCall) -> tuple[Op, Shape] | None:
+    if not ctx.single_input():
+        return None
+    rest = ctx.shape[1:]
+    size = math.prod(int(d) for d in rest if d is not None) if all(d is not None for d in rest) else None
+    return FlattenOp(ctx.config.get("data_format") == "channels_first"), (ctx.shape[0], size)
+
+
+def _padding_layer(rank: int, cropping: bool) -> LayerParser:
+    key = "cropping" if cropping else "padding"
+
+    def parse(ctx: LayerCall) -> tuple[Op, Shape] | None:
+        if not ctx.single_input():
+            return None
+        found = ctx.spatial_axes(rank, has_format=not (cropping and rank == 1))
+        amounts = ctx.pairs(key, rank, 1)
+        if found is None or amounts is None:
+            return None
+        axes, _ = found
+        shape = list(ctx.shape)
+        for axis, (begin, end) in zip(axes, amounts, strict=True):
+            size = shape[axis]
+            if size is None:
+                continue
+            if cropping and begin + end >= size:
+                ctx.fail(f"cropping {begin}+{end} leaves nothing of axis {axis} (size {size})", key)
+                return None
+            shape[axis] = size - begin - end if cropping else size + begin + end
+        sign = -1 if cropping else 1
+        op = PadOp(axes, tuple(sign * b for b, _ in amounts), tuple(sign * e for _, e in amounts))
+        return op, tuple(shape)
+
+    return parse
+
+
+def _upsampling(rank: int) -> LayerParser:
+    def parse(ctx: LayerCall) -> tuple[Op, Shape] | None:
+        if not ctx.single_input():
+            return None
+        found = ctx.spatial_axes(rank, has_format=rank > 1)
+        factors = ctx.ints("size", rank, 2)
+        interpolation = ctx.config.get("interpolation", "nearest")
+        if interpolation not in ("nearest", "bilinear"):
+            ctx.fail(
+                f"interpolation {shown(interpolation)} is not supported (nearest, bilinear)", "interpolation"
+            )
+            return None
+        if found is None or factors is None:
+            return None
+        if any(f == 0 for f in factors):
+            ctx.fail(f"sizes must be positive, got {factors}", "size")
+            return None
+        axes, channel_axis = found
+        shape = list(ctx.shape)
+        for axis, factor in zip(axes, factors, strict=True):
+            size = shape[axis]
+            shape[axis] = None if size is None else size * factor
+        return UpSampleOp(axes, factors, str(interpolation), channel_axis), tuple(shape)
+
+    return parse
+
+
+LAYER_PARSERS: dict[str, LayerParser] = {
+    **{name: _conv_transpose for name in CONV_LAYERS},
+    "Dense": _dense,
+    "BatchNormalization": _batch_norm,
+    "Activation": _activation_layer,
+    "ReLU": _relu,
+    "LeakyReLU": _leaky_relu,
+    "ELU": _elu,
+    "PReLU": _prelu,
+    "Softmax": _softmax,
+    **{name: _identity for name in IDENTITY_LAYERS},
+    "Add": _add,
+    "Concatenate": _concatenate,
+    "Reshape": _reshape,
+    "Flatten": _flatten,
+    **{f"ZeroPadding{r}D": _padding_layer(r, cropping=False) for r in (1, 2, 3)},
+    **{f"Cropping{r}D": _padding_layer(r, cropping=True) for r in (1, 2, 3)},
+    **{f"UpSampling{r}D": _upsampling(r) for r in (1, 2, 3)},
+}
+SUPPORTED_TEXT = ", ".join(["InputLayer", *LAYER_PARSERS])
+
+
+def _expect_shape(ctx: LayerCall, tensor: str, array: np.ndarray, expected: Sequence[int | None]) -> bool:
+    if tuple(array.shape) != tuple(expected):
+        ctx.fail(
+            f"the weights file does not match the config: {tensor} has shape {tuple(array.shape)}, "
+            f"expected {tuple(expected)}"
+        )
+        return False
+    if not np.all(np.isfinite(array)):
+        ctx.fail(f"{tensor} holds NaN or infinite values")
+        return False
+    return True
+
+
+def _fmt(shape: Shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
