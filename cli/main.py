@@ -181,7 +181,8 @@ def _load(source: Path, weights: Path | None, max_weight_size: int) -> ModelSpec
     """A spec, or a saved Keras model (.keras, .h5, config JSON + --weights), told apart by content."""
     from deconv_compiler.keras_file import is_saved_model
 
-    if weights is not None or is_saved_model(source):
+    keras_named = source.suffix.lower() in (".keras", ".h5", ".hdf5")  # for the error, if it is neither
+    if weights is not None or keras_named or is_saved_model(source):
         from deconv_compiler.keras_model import load_keras_model
 
         return load_keras_model(source, weights, max_weight_bytes=max_weight_size)

@@ -214,7 +214,7 @@ class _GraphBuilder:
             last_name = _entry_name(entry)
             tensor = self._call(entry, last_name, [tensor], node_index=0)
         if tensor is not None:
-            self.outputs.append(GraphOutput(last_name, tensor.name, tensor.shape))
+            self.outputs.append(GraphOutput(self._output_name(last_name), tensor.name, tensor.shape))
 
     def _functional(self, body: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> None:
         by_name = {_entry_name(e): e for e in entries}
@@ -267,7 +267,16 @@ class _GraphBuilder:
                 if not self.problems:
                     self.fail(("config", "output_layers"), f"output {ref[0]!r} is not computed by the model")
                 continue
-            self.outputs.append(GraphOutput(ref[0], tensor.name, tensor.shape))
+            self.outputs.append(GraphOutput(self._output_name(ref[0]), tensor.name, tensor.shape))
+
+    def _output_name(self, layer: str) -> str:
+        """The producing layer's name; `name_1`, `name_2`... when a model returns a tensor twice."""
+        taken = {o.name for o in self.outputs} | {i.name for i in self.inputs}
+        name, count = layer, 0
+        while name in taken:
+            count += 1
+            name = f"{layer}_{count}"
+        return name
 
     def _check_layer_kinds(self, entries: list[Mapping[str, Any]]) -> bool:
         """Refuse what we cannot compile before looking at anything else: custom objects,

@@ -215,13 +215,13 @@ def build_graph_model(plan: GraphPlan) -> onnx.ModelProto:
             ]
             names[step.output] = builder.op(step.op_type, inputs, **dict(step.attrs))[0]
     graph_inputs = {value.name for value in plan.inputs}
-    taken: set[str] = set()
+    renamed: dict[str, str] = {}
     for output, tensor in plan.outputs:
         actual = names[tensor]
-        if actual in graph_inputs or actual in taken:
+        if actual in graph_inputs or actual in renamed:  # an input, or a tensor already an output
             builder.scope(output.name, "float32")
-            actual = builder.op("Identity", [actual])[0]
-        taken.add(actual)
+            actual = builder.op("Identity", [renamed.get(actual, actual)])[0]
+        renamed[actual] = output.name
         _rename_tensor(builder.nodes, actual, output.name)
     graph = helper.make_graph(
         builder.nodes,
