@@ -506,9 +506,8 @@ def _check_output_path(output: Path, source: Path) -> None:
 
 def _model_for(path: Path, config: SessionConfig) -> onnx.ModelProto:
     """An .onnx file as it is, or a spec compiled for the provider that will run it."""
-    from deconv_compiler.keras_file import is_saved_model
-
     from deconv_compiler.inspection import load_onnx
+    from deconv_compiler.keras_file import is_saved_model
     from deconv_compiler.runtime import resolve_provider
 
     if path.suffix == ".onnx" or (_looks_binary(path) and not is_saved_model(path)):
