@@ -115,7 +115,12 @@ def test_functional_dag_shares_one_transpose_per_tensor() -> None:
     ]
     config = {
         "class_name": "Functional",
-        "config": {"name": "f", "layers": layers, "input_layers": [["z", 0, 0]], "output_layers": [["cat", 0, 0], ["sum", 0, 0]]},
+        "config": {
+            "name": "f",
+            "layers": layers,
+            "input_layers": [["z", 0, 0]],
+            "output_layers": [["cat", 0, 0], ["sum", 0, 0]],
+        },
     }
     kernels = {name: (RNG.normal(size=(1, 1, 2, 3)), RNG.normal(size=2)) for name in ("a", "b")}
     graph = graph_of(config, **kernels)
@@ -143,7 +148,12 @@ def test_functional_dag_shares_one_transpose_per_tensor() -> None:
         ),
         pytest.param(
             sequential(
-                {"module": "my_pkg", "class_name": "Wobble", "registered_name": "Custom>Wobble", "config": {"name": "w"}},
+                {
+                    "module": "my_pkg",
+                    "class_name": "Wobble",
+                    "registered_name": "Custom>Wobble",
+                    "config": {"name": "w"},
+                },
                 input_shape=[3],
             ),
             {},
@@ -157,7 +167,9 @@ def test_functional_dag_shares_one_transpose_per_tensor() -> None:
             id="unsupported",
         ),
         pytest.param(
-            sequential({"class_name": "Sequential", "config": {"name": "inner", "layers": []}}, input_shape=[3]),
+            sequential(
+                {"class_name": "Sequential", "config": {"name": "inner", "layers": []}}, input_shape=[3]
+            ),
             {},
             "inner (Sequential): nested models are not supported",
             id="nested",
@@ -199,7 +211,9 @@ def test_functional_dag_shares_one_transpose_per_tensor() -> None:
             id="crop-everything",
         ),
         pytest.param(
-            sequential(layer("UpSampling2D", "u", size=[2, 2], interpolation="bicubic"), input_shape=[4, 4, 1]),
+            sequential(
+                layer("UpSampling2D", "u", size=[2, 2], interpolation="bicubic"), input_shape=[4, 4, 1]
+            ),
             {},
             "u (UpSampling2D).interpolation: interpolation 'bicubic' is not supported",
             id="bicubic",
@@ -212,7 +226,9 @@ def test_functional_dag_shares_one_transpose_per_tensor() -> None:
         ),
         pytest.param(
             sequential(
-                layer("Dense", "d", units=2, dtype={"class_name": "DTypePolicy", "config": {"name": "float16"}}),
+                layer(
+                    "Dense", "d", units=2, dtype={"class_name": "DTypePolicy", "config": {"name": "float16"}}
+                ),
                 input_shape=[4],
             ),
             {"d": (np.zeros((4, 2)), np.zeros(2))},
@@ -252,16 +268,33 @@ def test_a_tf_keras_2_functional_config() -> None:
 
     layers = [
         keras2("InputLayer", "input_1", [], batch_input_shape=[None, 3, 3, 4]),
-        keras2("Conv2DTranspose", "deconv", ["input_1"], filters=2, kernel_size=[3, 3], strides=[2, 2],
-               padding="same", output_padding=None, data_format="channels_last", dilation_rate=[1, 1],
-               groups=1, activation="linear", use_bias=False,
-               kernel_initializer={"class_name": "GlorotUniform", "config": {"seed": None}}),  # fmt: skip
+        keras2(
+            "Conv2DTranspose",
+            "deconv",
+            ["input_1"],
+            filters=2,
+            kernel_size=[3, 3],
+            strides=[2, 2],
+            padding="same",
+            output_padding=None,
+            data_format="channels_last",
+            dilation_rate=[1, 1],
+            groups=1,
+            activation="linear",
+            use_bias=False,
+            kernel_initializer={"class_name": "GlorotUniform", "config": {"seed": None}},
+        ),  # fmt: skip
         keras2("BatchNormalization", "bn", ["deconv"], axis=[3], epsilon=0.001, center=True, scale=False),
         keras2("LeakyReLU", "leaky", ["bn"], alpha=0.1),
     ]
     config = {
         "class_name": "Functional",
-        "config": {"name": "g", "layers": layers, "input_layers": [["input_1", 0, 0]], "output_layers": [["leaky", 0, 0]]},
+        "config": {
+            "name": "g",
+            "layers": layers,
+            "input_layers": [["input_1", 0, 0]],
+            "output_layers": [["leaky", 0, 0]],
+        },
     }
     kernel = RNG.normal(size=(3, 3, 2, 4))
     beta, mean, variance = RNG.normal(size=2), RNG.normal(size=2), RNG.uniform(0.5, 2.0, size=2)
