@@ -23,6 +23,7 @@ from deconv_compiler.errors import DeconvError, RuntimeFailure, SpecError
 from deconv_compiler.plan import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TARGETS
 from deconv_compiler.runtime import CONV_ALGO_SEARCHES, OPTIMIZATION_LEVELS, SessionConfig
 from deconv_compiler.spec import ModelSpec
+from deconv_compiler.strategies import CHOICES
 
 if TYPE_CHECKING:
     from deconv_compiler.keras_model import KerasGraph
@@ -189,12 +190,14 @@ def _load(source: Path, weights: Path | None, max_weight_size: int) -> ModelSpec
     return deconv_compiler.load_spec(source, max_weight_bytes=max_weight_size)
 
 
-def _compile(loaded: ModelSpec | KerasGraph, opset: int, seed: int | None, target: str) -> onnx.ModelProto:
+def _compile(
+    loaded: ModelSpec | KerasGraph, opset: int, seed: int | None, target: str, strategy: str | None = None
+) -> onnx.ModelProto:
     if isinstance(loaded, ModelSpec):
-        return deconv_compiler.compile_spec(loaded, opset=opset, seed=seed, target=target)
+        return deconv_compiler.compile_spec(loaded, opset=opset, seed=seed, target=target, strategy=strategy)
     from deconv_compiler.compiler import compile_keras_model
 
-    return compile_keras_model(loaded, opset=opset, target=target)
+    return compile_keras_model(loaded, opset=opset, target=target, strategy=strategy or "auto")
 
 
 @main.command()
@@ -223,6 +226,13 @@ def validate(spec: Path, weights: Path | None, max_weight_size: int) -> None:
     help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + "
     "Slice); auto: cuda when a CUDA session can be created here, else cpu.",
 )
+@click.option(
+    "--strategy",
+    type=click.Choice(CHOICES),
+    default=None,
+    help="How transposed convolutions are lowered, overriding the spec (default: the spec's, auto). "
+    "auto: per layer by a measured rule; tune: time the candidates here and keep the fastest.",
+)
 @weights_option
 @max_weight_option
 def compile_command(
@@ -231,6 +241,7 @@ def compile_command(
     opset: int,
     weight_seed: int | None,
     target: str,
+    strategy: str | None,
     weights: Path | None,
     max_weight_size: int,
 ) -> None:
@@ -244,7 +255,7 @@ def compile_command(
             from deconv_compiler.runtime import resolve_provider
 
             target = resolve_provider("auto")
-        model = _compile(loaded, opset, weight_seed, target)
+        model = _compile(loaded, opset, weight_seed, target, strategy)
         deconv_compiler.save_model(model, output)
     elapsed = time.perf_counter() - started
     click.echo(

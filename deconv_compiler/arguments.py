@@ -7,7 +7,7 @@ live in `spec`, which uses these models first.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema
 
@@ -85,6 +85,10 @@ Weights = Annotated[
 ]
 
 
+# Lowering strategies (see deconv_compiler.strategies); `tune` times them on this machine.
+Strategy = Literal["native", "conv", "subpixel", "gemm", "auto", "tune"]
+
+
 class LayerArgs(BaseModel):
     """A transposed-convolution layer: Keras' arguments, Keras' defaults."""
 
@@ -127,6 +131,9 @@ class LayerArgs(BaseModel):
     seed: Annotated[int, Strict(), Field(ge=0)] | None = Field(
         None, description="not Keras: seed for this layer's initializers"
     )
+    strategy: Strategy | None = Field(
+        None, description="not Keras: how this layer is lowered (default: the model's)"
+    )
 
 
 class InputArgs(BaseModel):
@@ -148,6 +155,7 @@ class ModelArgs(BaseModel):
     input: InputArgs | None = None
     layers: Annotated[list[Any], Field(min_length=1, description="the chain, first layer first")]
     seed: Annotated[int, Strict(), Field(ge=0)] = 0
+    strategy: Strategy = Field("auto", description="how layers are lowered unless a layer says otherwise")
 
 
 def spec_json_schema() -> dict[str, Any]:

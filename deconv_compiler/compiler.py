@@ -27,17 +27,23 @@ from deconv_compiler.spec import ModelSpec
 
 
 def compile_spec(
-    spec: ModelSpec, opset: int = DEFAULT_OPSET, seed: int | None = None, target: str = "cpu"
+    spec: ModelSpec,
+    opset: int = DEFAULT_OPSET,
+    seed: int | None = None,
+    target: str = "cpu",
+    strategy: str | None = None,
 ) -> onnx.ModelProto:
     """Lower a validated spec to an ONNX model that passes `check_model`.
 
     `seed` overrides the spec's seed for weights made by initializers. `target` "cuda" keeps
     every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + Slice).
+    `strategy` overrides the spec's lowering strategies (`deconv_compiler.strategies`); `tune`
+    times each layer's candidates here and records the choice and the timings in the metadata.
     """
     config = spec.keras_config()
     if seed is not None:
         config["seed"] = seed
-    metadata = (
+    metadata: tuple[tuple[str, str], ...] = (
         ("deconv_compiler.version", __version__),
         ("deconv_compiler.spec", json.dumps(config, sort_keys=True, separators=(",", ":"))),
         ("deconv_compiler.target", target),
@@ -50,19 +56,37 @@ def compile_spec(
             ),
             stacklevel=2,
         )
+    if (strategy or spec.strategy) == "tune" or any(layer.strategy == "tune" for layer in spec.layers):
+        from deconv_compiler.tuning import tune_spec
+
+        spec, timings = tune_spec(spec, opset, seed, target, forced=strategy)
+        strategy = None
+        metadata = (*metadata, ("deconv_compiler.tuning", json.dumps(timings, sort_keys=True)))
     with _within_protobuf_limit():
-        model = build_model(plan_model(spec, opset=opset, seed=seed, metadata=metadata, target=target))
+        plan = plan_model(spec, opset=opset, seed=seed, metadata=metadata, target=target, strategy=strategy)
+        model = build_model(plan)
     check_model(model)
     return model
 
 
 def compile_keras_model(
-    graph: KerasGraph, opset: int = DEFAULT_OPSET, target: str = "cpu"
+    graph: KerasGraph, opset: int = DEFAULT_OPSET, target: str = "cpu", strategy: str = "auto"
 ) -> onnx.ModelProto:
-    """Lower a validated Keras model to an ONNX model that passes `check_model`."""
-    metadata = (("deconv_compiler.version", __version__), ("deconv_compiler.target", target))
+    """Lower a validated Keras model to an ONNX model that passes `check_model`; `strategy`
+    applies to every transposed convolution (`auto`: each layer's by the measured rule,
+    `tune`: each layer's fastest here)."""
+    metadata: tuple[tuple[str, str], ...] = (
+        ("deconv_compiler.version", __version__),
+        ("deconv_compiler.target", target),
+    )
+    if strategy == "tune":
+        from deconv_compiler.tuning import tune_graph
+
+        graph, timings = tune_graph(graph, opset, target)
+        metadata = (*metadata, ("deconv_compiler.tuning", json.dumps(timings, sort_keys=True)))
     with _within_protobuf_limit():
-        model = build_graph_model(plan_graph(graph, opset=opset, target=target, metadata=metadata))
+        plan = plan_graph(graph, opset=opset, target=target, metadata=metadata, strategy=strategy)
+        model = build_graph_model(plan)
     check_model(model)
     return model
 

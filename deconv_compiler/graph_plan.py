@@ -106,7 +106,9 @@ class GraphPlan:
 class _Planner:
     opset: int
     target: str
+    strategy: str
     steps: list[Step] = field(default_factory=list)
+    strategies: dict[str, str] = field(default_factory=dict)  # layer → the strategy it got
     layouts: dict[str, Perm] = field(default_factory=dict)  # tensor id → physical layout
     aliases: dict[str, str] = field(default_factory=dict)  # Keras tensor → tensor id
     transposed: dict[tuple[str, Perm], str] = field(default_factory=dict)
@@ -143,13 +145,17 @@ class _Planner:
 
 
 def plan_graph(
-    graph: KerasGraph, opset: int, target: str = "cpu", metadata: tuple[tuple[str, str], ...] = ()
+    graph: KerasGraph,
+    opset: int,
+    target: str = "cpu",
+    metadata: tuple[tuple[str, str], ...] = (),
+    strategy: str = "auto",
 ) -> GraphPlan:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise CompileError(f"opset {opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
     if target not in TARGETS:
         raise CompileError(f"target {target!r} is not supported: choose {' or '.join(TARGETS)}")
-    planner = _Planner(opset, target)
+    planner = _Planner(opset, target, strategy)
     for value in graph.inputs:
         planner.define(value.name, value.name, tuple(range(len(value.shape))))
     nodes = _fold_batch_norms(graph)
@@ -166,7 +172,11 @@ def plan_graph(
         inputs=tuple(GraphValue(v.name, v.shape) for v in graph.inputs),
         outputs=tuple(outputs),
         steps=tuple(planner.steps),
-        metadata=(*metadata, ("deconv_compiler.keras", json.dumps(graph.keras_summary(), sort_keys=True))),
+        metadata=(
+            *metadata,
+            ("deconv_compiler.keras", json.dumps(graph.keras_summary(), sort_keys=True)),
+            ("deconv_compiler.strategies", json.dumps(planner.strategies, sort_keys=True)),
+        ),
     )
 
 
@@ -252,12 +262,12 @@ def _plan_node(p: _Planner, node: GraphNode) -> None:
     x = p.tensor(node.inputs[0])
     layout = p.layouts[x]
     if isinstance(op, ConvTransposeOp):
-        layer = op.layer
-        wanted = internal_layout(layer.data_format, rank)
-        x = p.in_layout(scope, x, wanted)
+        layer_plan = plan_layer(op.layer, op.weights, None, None, p.target, op.layer.strategy or p.strategy)
+        p.strategies[node.layer] = layer_plan.strategy
+        x = p.in_layout(scope, x, layer_plan.layout)
         out = p.new_id()
-        p.steps.append(ConvStep(scope, x, out, plan_layer(layer, op.weights, None, None, p.target)))
-        p.define(node.output, out, wanted)
+        p.steps.append(ConvStep(scope, x, out, layer_plan))
+        p.define(node.output, out, layer_plan.layout)
     elif isinstance(op, DenseOp):
         _plan_dense(p, node, op, scope, x)
     elif isinstance(op, BatchNormOp):

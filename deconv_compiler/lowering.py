@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from deconv_compiler.activations import ACTIVATIONS
 from deconv_compiler.graph_plan import ActivationStep, Constant, ConvStep, GraphPlan
 from deconv_compiler.plan import LayerPlan, LoweringPlan
+from deconv_compiler.strategies import ConvForm, GemmForm, SubpixelForm
 
 PRODUCER = "deconv-compiler"
 
@@ -93,13 +94,44 @@ def _lower_layer(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
 
 
 def lower_conv_transpose(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
-    """ConvTranspose(+bias) → [Slice] → activation, on `x` already in the internal layout and dtype."""
-    inputs = [x, builder.initializer(f"{layer.name}/kernel", layer.weight)]
+    """The layer's strategy (ConvTranspose or an exact rewrite) → [Slice] → activation, on `x`
+    already in `layer.layout` and the layer's dtype."""
+    y = _STRATEGY_EMITTERS[layer.strategy](builder, layer, x)
+    activation = ACTIVATIONS[layer.activation]
+    if activation.lower is not None:
+        y = activation.lower(builder, y, layer.activation_site)
+    return y
+
+
+def _weights(builder: _GraphBuilder, layer: LayerPlan, weight: np.ndarray) -> list[str]:
+    inputs = [builder.initializer(f"{layer.name}/kernel", weight)]
     if layer.bias is not None:
         inputs.append(builder.initializer(f"{layer.name}/bias", layer.bias))
+    return inputs
+
+
+def _slice(builder: _GraphBuilder, x: str, axes: list[int], starts: list[int], ends: list[int]) -> str:
+    """Crop with non-negative starts and negative ends (0: to the end), so that dynamic sizes
+    need no shape subgraph."""
+    int64_max = np.iinfo(np.int64).max
+    keep = [i for i, (b, e) in enumerate(zip(starts, ends, strict=True)) if b or e]
+    if not keep:
+        return x
+    return builder.op(
+        "Slice",
+        [
+            x,
+            builder.const(np.array([starts[i] for i in keep], np.int64)),
+            builder.const(np.array([-ends[i] if ends[i] else int64_max for i in keep], np.int64)),
+            builder.const(np.array([axes[i] for i in keep], np.int64)),
+        ],
+    )[0]
+
+
+def _native(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
     y = builder.op(
         "ConvTranspose",
-        inputs,
+        [x, *_weights(builder, layer, layer.weight)],
         kernel_shape=list(layer.kernel_shape),
         strides=list(layer.strides),
         dilations=list(layer.dilations),
@@ -107,22 +139,62 @@ def lower_conv_transpose(builder: _GraphBuilder, layer: LayerPlan, x: str) -> st
         output_padding=list(layer.output_padding),
         group=1,
     )[0]
-    if any(layer.crop_end):
-        axes = [2 + a for a, crop in enumerate(layer.crop_end) if crop]
-        ends = [-crop for crop in layer.crop_end if crop]
-        y = builder.op(
-            "Slice",
-            [
-                y,
-                builder.const(np.zeros(len(axes), np.int64)),
-                builder.const(np.array(ends, np.int64)),
-                builder.const(np.array(axes, np.int64)),
-            ],
-        )[0]
-    activation = ACTIVATIONS[layer.activation]
-    if activation.lower is not None:
-        y = activation.lower(builder, y, layer.activation_site)
+    rank = len(layer.kernel_shape)
+    return _slice(builder, y, [2 + a for a in range(rank)], [0] * rank, list(layer.crop_end))
+
+
+def _conv(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
+    form = layer.form
+    assert isinstance(form, ConvForm)
+    return builder.op(
+        "Conv",
+        [x, *_weights(builder, layer, form.weight)],
+        kernel_shape=list(layer.kernel_shape),
+        dilations=list(layer.dilations),
+        pads=list(form.pads),
+        group=1,
+    )[0]
+
+
+def _subpixel(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
+    form = layer.form
+    assert isinstance(form, SubpixelForm)
+    bias = None if layer.bias is None else builder.initializer(f"{layer.name}/bias", layer.bias)
+    phases = []
+    for index, phase in enumerate(form.phases):
+        inputs = [x, builder.initializer(f"{layer.name}/kernel_phase{index}", phase.weight)]
+        if bias is not None:
+            inputs.append(bias)
+        kernel = list(phase.weight.shape[2:])
+        phases.append(builder.op("Conv", inputs, kernel_shape=kernel, pads=list(phase.pads), group=1)[0])
+    stacked = builder.op("Concat", phases, axis=1)[0]
+    y = builder.op("DepthToSpace", [stacked], blocksize=form.stride, mode="DCR")[0]
+    return _slice(builder, y, [2, 3], list(form.crop_begin), list(form.crop_end))
+
+
+def _gemm(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
+    """In N, spatial..., C: MatMul over channels gives every output pixel's taps at once (kernel ==
+    stride: no overlap), then Reshape/Transpose/Reshape interleaves taps and pixels."""
+    form = layer.form
+    assert isinstance(form, GemmForm)
+    rank = len(layer.kernel_shape)
+    filters = form.weight.shape[1] // int(np.prod(layer.kernel_shape))
+    y = builder.op("MatMul", [x, builder.initializer(f"{layer.name}/kernel", form.weight)])[0]
+    split = np.array([0, *form.spatial, *layer.kernel_shape, filters], np.int64)
+    y = builder.op("Reshape", [y, builder.const(split)])[0]
+    perm = [
+        0,
+        *[a for pair in zip(range(1, rank + 1), range(rank + 1, 2 * rank + 1), strict=True) for a in pair],
+    ]
+    y = builder.op("Transpose", [y], perm=[*perm, 2 * rank + 1])[0]
+    merged = [0, *(s * k for s, k in zip(form.spatial, layer.kernel_shape, strict=True)), filters]
+    y = builder.op("Reshape", [y, builder.const(np.array(merged, np.int64))])[0]
+    if layer.bias is not None:
+        y = builder.op("Add", [y, builder.initializer(f"{layer.name}/bias", layer.bias)])[0]
     return y
+
+
+_STRATEGY_EMITTERS = {"native": _native, "conv": _conv, "subpixel": _subpixel, "gemm": _gemm}
 
 
 def build_model(plan: LoweringPlan) -> onnx.ModelProto:

@@ -18,6 +18,19 @@ from deconv_compiler import geometry
 from deconv_compiler.activations import ActivationSite
 from deconv_compiler.errors import CompileError
 from deconv_compiler.spec import LayerSpec, ModelSpec
+from deconv_compiler.strategies import (
+    CHOICES,
+    STRATEGIES,
+    ConvForm,
+    GemmForm,
+    LayerGeometry,
+    SubpixelForm,
+    auto_strategy,
+    conv_form,
+    gemm_form,
+    subpixel_form,
+    why_not,
+)
 from deconv_compiler.weights import LayerWeights, initial_weights
 
 MIN_OPSET = 11
@@ -46,7 +59,10 @@ class LayerPlan:
     crop_end: tuple[int, ...]  # samples a Slice removes from the end of each spatial axis
     activation: str
     activation_site: ActivationSite
-    output_shape: tuple[int | None, ...]  # internal NC... layout
+    output_shape: tuple[int | None, ...]  # in `layout`
+    layout: Perm  # the Keras axes in the order this layer takes and gives them (N, C, spatial... unless gemm)
+    strategy: str = "native"
+    form: ConvForm | SubpixelForm | GemmForm | None = None  # the strategy's weights, if not native
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +88,56 @@ def internal_layout(data_format: str, tensor_rank: int) -> Perm:
     return (0, tensor_rank - 1, *range(1, tensor_rank - 1))
 
 
+def channels_last_layout(data_format: str, tensor_rank: int) -> Perm:
+    """Axes of the Keras tensor in N, spatial..., C order (the gemm strategy's)."""
+    if data_format == "channels_last":
+        return tuple(range(tensor_rank))
+    return (0, *range(2, tensor_rank), 1)
+
+
+def layer_geometry(layer: LayerSpec) -> LayerGeometry:
+    axis_pads = [
+        geometry.onnx_axis_pads(
+            layer.kernel_size[a],
+            layer.strides[a],
+            layer.dilation_rate[a],
+            layer.padding,
+            None if layer.output_padding is None else layer.output_padding[a],
+        )
+        for a in range(layer.rank)
+    ]
+    spatial = layer.input_shape[1:-1] if layer.data_format == "channels_last" else layer.input_shape[2:]
+    return LayerGeometry(
+        kernel=layer.kernel_size,
+        strides=layer.strides,
+        dilations=layer.dilation_rate,
+        begins=tuple(p.begin for p in axis_pads),
+        ends=tuple(p.end for p in axis_pads),
+        output_padding=tuple(p.output_padding for p in axis_pads),
+        spatial=tuple(spatial),
+        in_channels=layer.in_channels,
+        filters=layer.filters,
+        batch=layer.input_shape[0],
+    )
+
+
+def choose_strategy(layer: LayerSpec, requested: str, target: str = "cpu") -> str:
+    """`requested` checked against the layer (a forced strategy that cannot apply is an error),
+    or `auto` resolved by its rule. `auto` keeps the native graph on the CUDA target and for
+    float16/float64 layers: the rule was measured for float32 on the CPU provider."""
+    g = layer_geometry(layer)
+    if requested == "auto":  # the rule was measured for float32 on the CPU provider
+        return auto_strategy(g) if target == "cpu" and layer.dtype == "float32" else "native"
+    if requested not in STRATEGIES:
+        raise CompileError(
+            f"layer {layer.name!r}: unknown strategy {requested!r}; choose {', '.join(CHOICES)}"
+        )
+    reason = why_not(requested, g)
+    if reason is not None:
+        raise CompileError(f"layer {layer.name!r}: strategy {requested!r} does not apply: {reason}")
+    return requested
+
+
 def _transpose_between(current: Perm, wanted: Perm) -> Perm | None:
     """Permutation T with current[T[i]] == wanted[i]; None when it is the identity."""
     where = {axis: i for i, axis in enumerate(current)}
@@ -88,6 +154,7 @@ def plan_layer(
     to_internal: Perm | None,
     cast_to: str | None,
     target: str = "cpu",
+    strategy: str = "native",
 ) -> LayerPlan:
     """ONNX attributes and weights of one layer.
 
@@ -97,18 +164,8 @@ def plan_layer(
     from the end: the same numbers, all on the GPU. The crop is a negative end index, so
     dynamic sizes still need no shape subgraph.
     """
-    axis_pads = [
-        geometry.onnx_axis_pads(
-            layer.kernel_size[a],
-            layer.strides[a],
-            layer.dilation_rate[a],
-            layer.padding,
-            None if layer.output_padding is None else layer.output_padding[a],
-        )
-        for a in range(layer.rank)
-    ]
-    begins = tuple(p.begin for p in axis_pads)
-    ends = tuple(p.end for p in axis_pads)
+    g = layer_geometry(layer)
+    begins, ends = g.begins, g.ends
     crop_end = (0,) * layer.rank
     if target == "cuda":
         crop_end = tuple(end - begin for begin, end in zip(begins, ends, strict=True))
@@ -116,10 +173,19 @@ def plan_layer(
     rank = layer.rank
     # Keras kernel (k..., filters, in) → ONNX W (in, filters, k...): no spatial flip.
     weight = np.transpose(weights.kernel, (rank + 1, rank, *range(rank)))
-    layout = internal_layout(layer.data_format, rank + 2)
-    keras_last_axis = layout.index(rank + 1)
     dtype = np.dtype(layer.dtype)
     weight, bias = _cast(layer.name, "kernel", weight, dtype), _cast(layer.name, "bias", weights.bias, dtype)
+    strategy = choose_strategy(layer, strategy, target)
+    form: ConvForm | SubpixelForm | GemmForm | None = None
+    layout = internal_layout(layer.data_format, rank + 2)
+    if strategy == "conv":
+        form = conv_form(weight, g)
+    elif strategy == "subpixel":
+        form = subpixel_form(weight, g)
+    elif strategy == "gemm":
+        form = gemm_form(weight, g)
+        layout = channels_last_layout(layer.data_format, rank + 2)
+    keras_last_axis = layout.index(rank + 1)
     return LayerPlan(
         name=layer.name,
         to_internal=to_internal,
@@ -131,13 +197,16 @@ def plan_layer(
         strides=layer.strides,
         dilations=layer.dilation_rate,
         pads=begins + ends,
-        output_padding=tuple(p.output_padding for p in axis_pads),
+        output_padding=g.output_padding,
         crop_end=crop_end,
         activation=layer.activation,
         activation_site=ActivationSite(
             axis=keras_last_axis, rank=rank + 2, axis_size=layer.conv_output_shape[-1]
         ),
         output_shape=tuple(layer.output_shape[a] for a in layout),
+        layout=layout,
+        strategy=strategy,
+        form=form,
     )
 
 
@@ -174,8 +243,12 @@ def plan_model(
     seed: int | None = None,
     metadata: tuple[tuple[str, str], ...] = (),
     target: str = "cpu",
+    strategy: str | None = None,
 ) -> LoweringPlan:
-    """Plan every layer of the chain; weights not given in the spec come from the initializers."""
+    """Plan every layer of the chain; weights not given in the spec come from the initializers.
+
+    `strategy` (any of `strategies.CHOICES` but tune, which the compiler resolves first) overrides
+    the spec's per-layer and model-wide choices."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise CompileError(f"opset {opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
     if target not in TARGETS:
@@ -185,13 +258,19 @@ def plan_model(
     dtype = spec.input_dtype
     layers = []
     origins = {}
+    strategies: dict[str, str] = {}
     for index, layer in enumerate(spec.layers):
         weights = layer_weights(spec, index, seed)
         origins[layer.name] = weights.origin
-        wanted = internal_layout(layer.data_format, tensor_rank)
+        requested = strategy or layer.strategy or spec.strategy
+        chosen = choose_strategy(layer, requested, target)
+        strategies[layer.name] = chosen
+        wanted = (channels_last_layout if chosen == "gemm" else internal_layout)(
+            layer.data_format, tensor_rank
+        )
         to_internal = _transpose_between(current, wanted)
         cast_to = layer.dtype if layer.dtype != dtype else None
-        layers.append(plan_layer(layer, weights, to_internal, cast_to, target))
+        layers.append(plan_layer(layer, weights, to_internal, cast_to, target, chosen))
         current, dtype = wanted, layer.dtype
     return LoweringPlan(
         name=spec.name,
@@ -205,5 +284,9 @@ def plan_model(
         layers=tuple(layers),
         to_keras=_transpose_between(current, tuple(range(tensor_rank))),
         output_cast=spec.output_dtype if spec.output_dtype != dtype else None,
-        metadata=(*metadata, ("deconv_compiler.weights", json.dumps(origins, sort_keys=True))),
+        metadata=(
+            *metadata,
+            ("deconv_compiler.weights", json.dumps(origins, sort_keys=True)),
+            ("deconv_compiler.strategies", json.dumps(strategies, sort_keys=True)),
+        ),
     )

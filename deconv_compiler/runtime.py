@@ -304,7 +304,8 @@ class BenchResult:
 
 
 def conv_transpose_flops(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of the ConvTranspose nodes for one run: 2 * N * C_in * prod(in spatial) * F * prod(k)."""
+    """FLOPs of the transposed convolutions for one run: 2 * N * C_in * prod(in spatial) * F * prod(k)
+    per ConvTranspose (or the Conv/MatMul nodes of another strategy)."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     dims = fixed.graph.input[0].type.tensor_type.shape.dim
@@ -317,14 +318,25 @@ def conv_transpose_flops(model: onnx.ModelProto, input_shape: tuple[int, ...]) -
         for v in (*inferred.graph.value_info, *inferred.graph.input)
     }
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    # Our models name the transposed-conv layers in their metadata; their strategies' Conv and
+    # MatMul nodes do the same multiply-adds as the ConvTranspose they replace.
+    props = {p.key: p.value for p in model.metadata_props}
+    layers = tuple(f"{name}/" for name in json.loads(props.get("deconv_compiler.strategies", "{}")))
     total = 0
     for node in model.graph.node:
-        if node.op_type != "ConvTranspose":
-            continue
-        x_shape, w_shape = shapes.get(node.input[0]), weights.get(node.input[1])
+        x_shape, w_shape = (
+            shapes.get(node.input[0]),
+            weights.get(node.input[1]) if len(node.input) > 1 else None,
+        )
         if not x_shape or not w_shape or 0 in x_shape:
             continue
-        total += 2 * math.prod(x_shape) * math.prod(w_shape[1:])
+        if node.op_type == "ConvTranspose":
+            total += 2 * math.prod(x_shape) * math.prod(w_shape[1:])
+        elif node.op_type == "Conv" and node.name.startswith(layers):
+            y_shape = shapes.get(node.output[0])
+            total += 2 * math.prod(y_shape) * math.prod(w_shape[1:]) if y_shape else 0
+        elif node.op_type == "MatMul" and node.name.startswith(layers):
+            total += 2 * math.prod(x_shape[:-1]) * math.prod(w_shape)
     return total
 
 
@@ -370,3 +382,34 @@ def benchmark(
         threads=config.threads,
         cpu_nodes=cpu_nodes,
     )
+
+
+def time_interleaved(
+    models: Mapping[str, onnx.ModelProto],
+    inputs: Mapping[str, np.ndarray],
+    config: SessionConfig,
+    rounds: int,
+    runs_per_round: int,
+    warmup: int = 3,
+) -> dict[str, list[float]]:
+    """Seconds per run of each model, one value per round, the models taking turns within each
+    round (in a rotating order): on a shared, noisy machine the ratios of values from the same
+    round are what can be compared, not the values themselves."""
+    sessions = {name: make_session(model, config) for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    try:
+        for session in sessions.values():
+            for _ in range(warmup):
+                session.inner.run(None, dict(inputs))
+        names = list(sessions)
+        for round_index in range(rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                run = sessions[name].inner.run
+                started = time.perf_counter()
+                for _ in range(runs_per_round):
+                    run(None, dict(inputs))
+                times[name].append((time.perf_counter() - started) / runs_per_round)
+    except Exception as exc:
+        raise RuntimeFailure(_failure_message(exc, "failed to run the model")) from exc
+    return times

@@ -74,6 +74,7 @@ class LayerSpec:
     output_shape: tuple[int | None, ...]  # after it (glu halves Keras' axis -1)
     weights: LayerWeights | None
     seed: int | None
+    strategy: str | None = None  # not Keras: a forced lowering strategy
 
     @property
     def dtype(self) -> str:
@@ -131,6 +132,7 @@ class ModelSpec:
     input_dtype: str
     layers: tuple[LayerSpec, ...]
     seed: int
+    strategy: str = "auto"
 
     @property
     def output_shape(self) -> tuple[int | None, ...]:
@@ -155,6 +157,7 @@ class ModelSpec:
                 "dtype": self.input_dtype,
             },
             "seed": self.seed,
+            "strategy": self.strategy,
             "layers": [layer.keras_config() for layer in self.layers],
         }
 
@@ -266,6 +269,7 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
         input_dtype=input_dtype or layers[0].io_dtype,
         layers=layers,
         seed=args.seed,
+        strategy=args.strategy,
     )
 
 
@@ -483,6 +487,7 @@ def _parse_layer(
         output_shape=output_shape,
         weights=weights,
         seed=args.seed,
+        strategy=args.strategy,
     )
 
 

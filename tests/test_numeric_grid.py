@@ -21,6 +21,7 @@ def _compile_and_compare(
     dtype: str = "float32",
     rtol: float = 1e-5,
     target: str = "cpu",
+    strategy: str | None = None,
 ) -> None:
     rank = x.ndim - 2
     rng = np.random.default_rng(abs(hash(str(sorted(args.items())))) % 2**32)
@@ -37,7 +38,7 @@ def _compile_and_compare(
         "dtype": dtype,
         "weights": [kernel] if bias is None else [kernel, bias],
     }
-    model = dc.compile_spec(dc.load_spec(spec), opset=opset, target=target)
+    model = dc.compile_spec(dc.load_spec(spec), opset=opset, target=target, strategy=strategy)
     per_axis = {
         name: (args.get(name, default),) * rank
         if isinstance(args.get(name, default), int)
@@ -295,3 +296,94 @@ def test_mixed_data_formats_in_one_chain() -> None:
         hidden, k2, None, strides=(1, 1), data_format="channels_first", **common
     )
     assert_close(run_cpu(dc.compile_spec(dc.load_spec(spec)), x), expected)
+
+
+# --- every lowering strategy where it applies, refused by name where it does not -----------------
+
+
+def _applies(strategy: str, k: int, s: int, padding: str, op: int | None, dilation: int = 1) -> bool:
+    """Written from the strategies' definitions, not from their code."""
+    if strategy == "conv":
+        return s == 1
+    if strategy == "subpixel":
+        return s > 1 and dilation == 1
+    if strategy == "gemm":  # no overlap and nothing cropped: Keras' output is exactly i * s long
+        return k == s and dilation == 1 and reference.keras_output_length(5, k, s, 1, padding, op) == 5 * s
+    return True
+
+
+STRATEGY_GRID = [
+    (k, s, padding, op, data_format, strategy)
+    for k, s, padding, op in GEOMETRY
+    for data_format in ("channels_last", "channels_first")
+    for strategy in ("native", "conv", "subpixel", "gemm")
+]
+
+
+@pytest.mark.parametrize(
+    ("k", "s", "padding", "op", "data_format", "strategy"),
+    STRATEGY_GRID,
+    ids=[f"{st}-k{k}-s{s}-{p}-op{o}-{f[9:]}" for k, s, p, o, f, st in STRATEGY_GRID],
+)
+def test_every_strategy_on_the_geometry_grid(
+    k: int, s: int, padding: str, op: int | None, data_format: str, strategy: str
+) -> None:
+    shape = (2, 4, 3, 3) if data_format == "channels_last" else (2, 3, 4, 3)
+    x = np.random.default_rng(k * 100 + s).standard_normal(shape).astype(np.float32)
+    args = {
+        "filters": 3, "kernel_size": k, "strides": s, "padding": padding, "output_padding": op,
+        "data_format": data_format, "activation": "relu",
+    }  # fmt: skip
+    if _applies(strategy, k, s, padding, op):
+        _compile_and_compare(args, x, strategy=strategy)
+    else:
+        with pytest.raises(dc.CompileError, match=f"strategy '{strategy}' does not apply"):
+            _compile_and_compare(args, x, strategy=strategy)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "args", "shape"),
+    [
+        ("conv", {"kernel_size": [3, 2], "dilation_rate": [2, 3], "padding": "same"}, (2, 7, 6, 3)),
+        ("conv", {"kernel_size": 4, "dilation_rate": 2, "padding": "valid"}, (2, 5, 3)),
+        ("conv", {"kernel_size": [2, 3, 1], "padding": "same"}, (1, 3, 4, 2, 3)),
+        (
+            "subpixel",
+            {"kernel_size": [5, 2], "strides": 3, "padding": "same", "output_padding": [2, 0]},
+            (2, 4, 5, 3),
+        ),
+        ("subpixel", {"kernel_size": [1, 4], "strides": 2, "padding": "valid"}, (1, 3, 2, 4)),
+        ("gemm", {"kernel_size": 3, "strides": 3}, (2, 4, 3)),
+        ("gemm", {"kernel_size": [2, 1, 3], "strides": [2, 1, 3]}, (1, 2, 3, 2, 2)),
+        ("gemm", {"kernel_size": [2, 4], "strides": [2, 4], "output_padding": 0}, (3, 2, 5, 4)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_strategies_on_other_ranks_kernels_and_dilations(
+    strategy: str, args: dict[str, Any], shape: tuple[int, ...]
+) -> None:
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    _compile_and_compare({"filters": 4, **args, "activation": "tanh"}, x, strategy=strategy)
+
+
+@pytest.mark.parametrize("strategy", ["conv", "subpixel"])
+def test_strategies_keep_dynamic_sizes(strategy: str) -> None:
+    """The strategies' pads and crops do not depend on the input size: one model, several sizes."""
+    stride = 1 if strategy == "conv" else 2
+    spec = {
+        "filters": 2,
+        "kernel_size": 3,
+        "strides": stride,
+        "padding": "same",
+        "input_shape": [None, None, 3],
+    }
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((3, 3, 2, 3))
+    model = dc.compile_spec(dc.load_spec({**spec, "weights": [kernel, np.zeros(2)]}), strategy=strategy)
+    for size in (1, 4, 7):
+        x = rng.standard_normal((1, size, size + 1, 3)).astype(np.float32)
+        expected = reference.layer(
+            x, kernel, np.zeros(2), strides=(stride, stride), padding="same", output_padding=None,
+            dilation_rate=(1, 1), data_format="channels_last",
+        )  # fmt: skip
+        assert_close(run_cpu(model, x), expected, context=f"{strategy} at {size}")

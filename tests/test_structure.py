@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -13,6 +14,11 @@ from onnx import helper
 import deconv_compiler as dc
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def compile_native(spec: dc.ModelSpec, **options: Any) -> onnx.ModelProto:
+    """These tests are about the ConvTranspose node itself (the `native` strategy)."""
+    return dc.compile_spec(spec, strategy="native", **options)
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, object]:
@@ -32,7 +38,7 @@ def _layer(**overrides: object) -> dict[str, object]:
 
 
 def test_single_layer_graph_is_transpose_convtranspose_activation_transpose() -> None:
-    model = dc.compile_spec(dc.load_spec(_layer(padding="same", activation="relu")))
+    model = compile_native(dc.load_spec(_layer(padding="same", activation="relu")))
     assert [n.op_type for n in model.graph.node] == [
         "Transpose",
         "ConvTranspose",
@@ -55,7 +61,7 @@ def test_single_layer_graph_is_transpose_convtranspose_activation_transpose() ->
 def test_kernel_is_permuted_not_flipped() -> None:
     kernel = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)  # (kh, kw, filters, in)
     spec = _layer(filters=4, kernel_size=[2, 3], input_shape=[4, 4, 5], use_bias=False, weights=[kernel])
-    model = dc.compile_spec(dc.load_spec(spec))
+    model = compile_native(dc.load_spec(spec))
     (w,) = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("/kernel")]
     np.testing.assert_array_equal(w, kernel.transpose(3, 2, 0, 1).astype(np.float32))
 
@@ -84,30 +90,30 @@ def test_explicit_pads_table(
         "output_padding": op,
         "input_shape": [4, 1],
     }
-    (conv,) = [n for n in dc.compile_spec(dc.load_spec(spec)).graph.node if n.op_type == "ConvTranspose"]
+    (conv,) = [n for n in compile_native(dc.load_spec(spec)).graph.node if n.op_type == "ConvTranspose"]
     assert _attrs(conv)["pads"] == pads and _attrs(conv)["output_padding"] == output_padding
 
 
 def test_channels_last_chain_has_exactly_two_transposes() -> None:
     spec = dc.load_spec(SPECS / "dcgan_generator.yaml")
-    ops = [n.op_type for n in dc.compile_spec(spec).graph.node]
+    ops = [n.op_type for n in dc.compile_spec(spec).graph.node]  # auto: the stride-1 layer is a Conv
     assert ops.count("Transpose") == 2 and ops[0] == "Transpose" and ops[-1] == "Transpose"
-    assert ops.count("ConvTranspose") == 3
+    assert ops.count("ConvTranspose") == 2 and ops.count("Conv") == 1
 
 
 def test_channels_first_has_no_transpose() -> None:
-    model = dc.compile_spec(dc.load_spec(_layer(data_format="channels_first", input_shape=[3, 5, 6])))
+    model = compile_native(dc.load_spec(_layer(data_format="channels_first", input_shape=[3, 5, 6])))
     assert [n.op_type for n in model.graph.node] == ["ConvTranspose"]
 
 
 def test_no_bias_input_without_use_bias() -> None:
-    model = dc.compile_spec(dc.load_spec(_layer(use_bias=False)))
+    model = compile_native(dc.load_spec(_layer(use_bias=False)))
     (conv,) = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
     assert len(conv.input) == 2
 
 
 def test_dynamic_dims_are_symbolic_and_add_no_shape_subgraph() -> None:
-    model = dc.compile_spec(
+    model = compile_native(
         dc.load_spec(_layer(input_shape=[None, None, 3], padding="same", output_padding=1))
     )
     ops = {n.op_type for n in model.graph.node}
@@ -122,21 +128,21 @@ def test_dynamic_dims_are_symbolic_and_add_no_shape_subgraph() -> None:
 def test_same_spec_gives_byte_identical_model() -> None:
     spec = dc.load_spec(SPECS / "dcgan_generator.yaml")
     assert (
-        dc.compile_spec(spec).SerializeToString()
-        == dc.compile_spec(dc.load_spec(SPECS / "dcgan_generator.yaml")).SerializeToString()
+        compile_native(spec).SerializeToString()
+        == compile_native(dc.load_spec(SPECS / "dcgan_generator.yaml")).SerializeToString()
     )
 
 
 def test_seed_changes_initialized_weights_only() -> None:
     spec = dc.load_spec(_layer())
-    a, b = dc.compile_spec(spec, seed=1), dc.compile_spec(spec, seed=2)
+    a, b = compile_native(spec, seed=1), compile_native(spec, seed=2)
     assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
     assert a.graph.initializer[0].raw_data != b.graph.initializer[0].raw_data
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17, 21, 26])
 def test_opset_and_ir_version_are_pinned(opset: int) -> None:
-    model = dc.compile_spec(dc.load_spec(_layer()), opset=opset)
+    model = compile_native(dc.load_spec(_layer()), opset=opset)
     assert [(o.domain, o.version) for o in model.opset_import] == [("", opset)]
     assert model.ir_version == helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
     assert model.ir_version <= 13  # onnxruntime 1.31 loads IR <= 13
@@ -145,7 +151,7 @@ def test_opset_and_ir_version_are_pinned(opset: int) -> None:
 @pytest.mark.parametrize("opset", [10, 27])
 def test_unsupported_opsets_are_refused(opset: int) -> None:
     with pytest.raises(dc.CompileError, match="opset"):
-        dc.compile_spec(dc.load_spec(_layer()), opset=opset)
+        compile_native(dc.load_spec(_layer()), opset=opset)
 
 
 def test_max_opset_is_the_newest_onnxruntime_loads() -> None:
@@ -178,7 +184,7 @@ def test_metadata_records_version_and_normalized_spec() -> None:
         kernel_constraint="non_neg",
         trainable=False,
     )
-    model = dc.compile_spec(dc.load_spec(spec))
+    model = compile_native(dc.load_spec(spec))
     props = {p.key: p.value for p in model.metadata_props}
     assert props["deconv_compiler.version"] == dc.__version__
     recorded = json.loads(props["deconv_compiler.spec"])
@@ -190,15 +196,15 @@ def test_metadata_records_version_and_normalized_spec() -> None:
 
 
 def test_regularizers_constraints_and_trainable_do_not_change_the_graph() -> None:
-    plain = dc.compile_spec(dc.load_spec(_layer()))
-    decorated = dc.compile_spec(
+    plain = compile_native(dc.load_spec(_layer()))
+    decorated = compile_native(
         dc.load_spec(_layer(kernel_regularizer="l2", bias_regularizer="l1", activity_regularizer="l1l2", kernel_constraint="max_norm", bias_constraint="unit_norm", trainable=False))
     )  # fmt: skip
     assert plain.graph.SerializeToString() == decorated.graph.SerializeToString()
 
 
 def test_float16_model_declares_float16_and_stores_half_weights() -> None:
-    model = dc.compile_spec(dc.load_spec(_layer(dtype="float16")))
+    model = compile_native(dc.load_spec(_layer(dtype="float16")))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
@@ -216,7 +222,7 @@ def test_text_golden_of_a_small_model() -> None:
         "input_shape": [None, 1],
         "weights": [[[[1.0]], [[2.0]]], [0.5]],
     }
-    text = onnx.printer.to_text(dc.compile_spec(dc.load_spec(spec)).graph)
+    text = onnx.printer.to_text(compile_native(dc.load_spec(spec)).graph)
     lines = "\n".join(line.rstrip() for line in text.strip().splitlines())
     assert lines == GOLDEN_1D.strip(), text
 
@@ -236,7 +242,7 @@ conv1d_transpose (float[batch,input_dim1,1] input) => (float[batch,output_dim1,1
 def test_cuda_target_has_only_symmetric_pads_and_crops_with_slice() -> None:
     """onnxruntime sends ConvTranspose with asymmetric pads to the CPU (onnxruntime#11312)."""
     spec = dc.load_spec(_layer(padding="same", kernel_size=[3, 4], strides=2, input_shape=[None, None, 3]))
-    cpu, cuda = dc.compile_spec(spec), dc.compile_spec(spec, target="cuda")
+    cpu, cuda = compile_native(spec), compile_native(spec, target="cuda")
     (cpu_conv,) = [n for n in cpu.graph.node if n.op_type == "ConvTranspose"]
     assert _attrs(cpu_conv)["pads"] == [0, 1, 1, 1]  # k3 s2 same: asymmetric on axis 0
     nodes = list(cuda.graph.node)
@@ -251,10 +257,10 @@ def test_cuda_target_has_only_symmetric_pads_and_crops_with_slice() -> None:
 
 def test_cuda_target_leaves_symmetric_layers_alone() -> None:
     spec = dc.load_spec(_layer(padding="same", kernel_size=4, strides=2))
-    cpu, cuda = dc.compile_spec(spec), dc.compile_spec(spec, target="cuda")
+    cpu, cuda = compile_native(spec), compile_native(spec, target="cuda")
     assert [n.op_type for n in cpu.graph.node] == [n.op_type for n in cuda.graph.node]
 
 
 def test_unknown_target_is_refused() -> None:
     with pytest.raises(dc.CompileError, match="target"):
-        dc.compile_spec(dc.load_spec(_layer()), target="tpu")
+        compile_native(dc.load_spec(_layer()), target="tpu")

@@ -1,0 +1,157 @@
+"""Lowering strategies for one transposed-convolution layer: which exact rewrites apply, their
+weights (numpy only), and the `auto` rule that picks one.
+
+Every strategy computes the same numbers as the layer (Keras' crop included); they differ in
+which onnxruntime kernels run:
+- `native`: one ConvTranspose (GEMM + a serial col2im; onnxruntime fuses nothing into it).
+- `conv`: stride 1 as a plain Conv with the flipped, channel-swapped kernel and pads
+  `ke - 1 - pad`; onnxruntime fuses the activation into Conv and uses its NCHWc kernels.
+- `subpixel`: stride s > 1 split into s**2 phases (2-D, equal strides): phase (rh, rw) is a small
+  Conv over the kernel taps rh + s*j, rw + s*j only (no zero taps), the phases are concatenated on
+  channels and interleaved by DepthToSpace (DCR), and a Slice takes Keras' window.
+- `gemm`: kernel == stride with nothing cropped (no overlap between the kernel's footprints): one
+  MatMul over channels in the channels-last layout, then Reshape/Transpose/Reshape to interleave
+  the taps. A channels_last model needs no edge Transposes for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from deconv_compiler import geometry
+
+STRATEGIES = ("native", "conv", "subpixel", "gemm")
+CHOICES = (*STRATEGIES, "auto", "tune")
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """What a strategy needs to know about a layer, in ONNX terms (per spatial axis)."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    begins: tuple[int, ...]  # ConvTranspose pads
+    ends: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    spatial: tuple[int | None, ...]  # input sizes; None when dynamic
+    in_channels: int
+    filters: int
+    batch: int | None
+
+
+def why_not(strategy: str, g: LayerGeometry) -> str | None:
+    """None if `strategy` applies to the layer, else the reason it does not."""
+    if strategy == "native":
+        return None
+    if strategy == "conv":
+        return None if all(s == 1 for s in g.strides) else f"conv needs stride 1, the strides are {g.strides}"
+    if strategy == "subpixel":
+        if len(g.strides) != 2 or g.strides[0] != g.strides[1] or g.strides[0] == 1:
+            return f"subpixel needs a 2-D layer with equal strides > 1, the strides are {g.strides}"
+        return None if all(d == 1 for d in g.dilations) else "subpixel needs dilation 1"
+    if strategy == "gemm":
+        if g.kernel != g.strides or any(d != 1 for d in g.dilations):
+            return (
+                f"gemm needs kernel_size == strides and no dilation (kernel {g.kernel}, strides {g.strides})"
+            )
+        if any(g.begins) or any(g.ends) or any(g.output_padding):
+            return "gemm needs a layer that crops nothing (valid padding, no output_padding)"
+        if None in g.spatial:
+            return "gemm needs static spatial input sizes"
+        return None
+    return f"unknown strategy {strategy!r}"
+
+
+def auto_strategy(g: LayerGeometry) -> str:
+    """The strategy `auto` picks, from the measurements in benchmarks/README.md (2 threads, fp32,
+    ORT_ENABLE_ALL): stride 1 → conv (0.5-0.6x native); kernel == stride without crop → gemm;
+    stride 2 with k % s == 0, wide channels and small images → subpixel; else native."""
+    if why_not("conv", g) is None:
+        return "conv"
+    if why_not("gemm", g) is None:
+        return "gemm"
+    if why_not("subpixel", g) is None and all(k % s == 0 for k, s in zip(g.kernel, g.strides, strict=True)):
+        pixels = math.prod(d for d in g.spatial if d is not None) if None not in g.spatial else None
+        if g.in_channels * g.filters >= 256 * 128 and pixels is not None and pixels <= 16 * 16:
+            return "subpixel"
+    return "native"
+
+
+# --- weights and attributes per strategy (ONNX W layout in: (in, filters, *kernel)) --------------
+
+
+@dataclass(frozen=True, eq=False)
+class ConvForm:
+    weight: np.ndarray  # (filters, in, *kernel), spatially flipped
+    pads: tuple[int, ...]  # begins then ends
+
+
+def conv_form(weight: np.ndarray, g: LayerGeometry) -> ConvForm:
+    """Stride 1: out = full[b : L_full - e] is a correlation with the flipped kernel over the
+    input padded by ke - 1 - b before and ke - 1 - e after."""
+    rank = len(g.kernel)
+    flipped = np.flip(weight, axis=tuple(range(2, 2 + rank))).swapaxes(0, 1)
+    extents = [geometry.effective_kernel(k, d) for k, d in zip(g.kernel, g.dilations, strict=True)]
+    begins = tuple(ke - 1 - b for ke, b in zip(extents, g.begins, strict=True))
+    ends = tuple(ke - 1 - e for ke, e in zip(extents, g.ends, strict=True))
+    return ConvForm(np.ascontiguousarray(flipped), begins + ends)
+
+
+@dataclass(frozen=True, eq=False)
+class Phase:
+    weight: np.ndarray  # (filters, in, taps_h, taps_w)
+    pads: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, eq=False)
+class SubpixelForm:
+    stride: int
+    phases: tuple[Phase, ...]  # in DepthToSpace DCR order: rh * s + rw
+    crop_begin: tuple[int, int]
+    crop_end: tuple[int, int]  # samples removed from the end (a negative Slice end)
+
+
+def subpixel_form(weight: np.ndarray, g: LayerGeometry) -> SubpixelForm:
+    """Phase r of an axis computes out[s*q + r] = sum_j in[q - j] * W[r + s*j] for q < Q, where
+    Q = i - 1 + ceil((k + op) / s): a correlation with taps W[r + s*(J-1-t)] over the input padded
+    by J - 1 before and Q - i after (both independent of i)."""
+    s = g.strides[0]
+    per_axis = []
+    for k, op in zip(g.kernel, g.output_padding, strict=True):
+        tail = -(-(k + op) // s) - 1  # Q - i
+        per_axis.append(([max(1, -(-(k - r) // s)) for r in range(s)], tail, s * (tail + 1) - k - op))
+    (taps_h, tail_h, extra_h), (taps_w, tail_w, extra_w) = per_axis
+    phases = []
+    for rh in range(s):
+        for rw in range(s):
+            jh, jw = taps_h[rh], taps_w[rw]
+            taps = np.zeros((g.filters, g.in_channels, jh, jw), dtype=weight.dtype)
+            for a in range(jh):
+                for b in range(jw):
+                    kh, kw = rh + s * (jh - 1 - a), rw + s * (jw - 1 - b)
+                    if kh < g.kernel[0] and kw < g.kernel[1]:  # k < s leaves a phase without taps
+                        taps[:, :, a, b] = weight[:, :, kh, kw].T
+            phases.append(Phase(taps, (jh - 1, jw - 1, tail_h, tail_w)))
+    return SubpixelForm(
+        stride=s,
+        phases=tuple(phases),
+        crop_begin=(g.begins[0], g.begins[1]),
+        crop_end=(extra_h + g.ends[0], extra_w + g.ends[1]),  # past the full length, then Keras' crop
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class GemmForm:
+    weight: np.ndarray  # (in, prod(kernel) * filters): columns ordered (taps..., filter)
+    spatial: tuple[int, ...]
+
+
+def gemm_form(weight: np.ndarray, g: LayerGeometry) -> GemmForm:
+    rank = len(g.kernel)
+    # (in, filters, *k) → (in, *k, filters) → (in, prod(k) * filters)
+    columns = np.transpose(weight, (0, *range(2, 2 + rank), 1)).reshape(g.in_channels, -1)
+    return GemmForm(np.ascontiguousarray(columns), tuple(int(d) for d in g.spatial if d is not None))
