@@ -159,15 +159,23 @@ def _conv(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
 def _subpixel(builder: _GraphBuilder, layer: LayerPlan, x: str) -> str:
     form = layer.form
     assert isinstance(form, SubpixelForm)
-    bias = None if layer.bias is None else builder.initializer(f"{layer.name}/bias", layer.bias)
-    phases = []
-    for index, phase in enumerate(form.phases):
-        inputs = [x, builder.initializer(f"{layer.name}/kernel_phase{index}", phase.weight)]
-        if bias is not None:
-            inputs.append(bias)
-        kernel = list(phase.weight.shape[2:])
-        phases.append(builder.op("Conv", inputs, kernel_shape=kernel, pads=list(phase.pads), group=1)[0])
-    stacked = builder.op("Concat", phases, axis=1)[0]
+    if form.uniform:
+        weight = np.concatenate([phase.weight for phase in form.phases])
+        inputs = [x, builder.initializer(f"{layer.name}/kernel", weight)]
+        if layer.bias is not None:
+            inputs.append(builder.initializer(f"{layer.name}/bias", np.tile(layer.bias, len(form.phases))))
+        kernel, pads = list(weight.shape[2:]), list(form.phases[0].pads)
+        stacked = builder.op("Conv", inputs, kernel_shape=kernel, pads=pads, group=1)[0]
+    else:
+        bias = None if layer.bias is None else builder.initializer(f"{layer.name}/bias", layer.bias)
+        phases = []
+        for index, phase in enumerate(form.phases):
+            inputs = [x, builder.initializer(f"{layer.name}/kernel_phase{index}", phase.weight)]
+            if bias is not None:
+                inputs.append(bias)
+            kernel = list(phase.weight.shape[2:])
+            phases.append(builder.op("Conv", inputs, kernel_shape=kernel, pads=list(phase.pads), group=1)[0])
+        stacked = builder.op("Concat", phases, axis=1)[0]
     y = builder.op("DepthToSpace", [stacked], blocksize=form.stride, mode="DCR")[0]
     return _slice(builder, y, [2, 3], list(form.crop_begin), list(form.crop_end))
 

@@ -127,7 +127,9 @@ def choose_strategy(layer: LayerSpec, requested: str, target: str = "cpu") -> st
     float16/float64 layers: the rule was measured for float32 on the CPU provider."""
     g = layer_geometry(layer)
     if requested == "auto":  # the rule was measured for float32 on the CPU provider
-        return auto_strategy(g) if target == "cpu" and layer.dtype == "float32" else "native"
+        return (
+            auto_strategy(g, layer.data_format) if target == "cpu" and layer.dtype == "float32" else "native"
+        )
     if requested not in STRATEGIES:
         raise CompileError(
             f"layer {layer.name!r}: unknown strategy {requested!r}; choose {', '.join(CHOICES)}"

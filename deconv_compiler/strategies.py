@@ -8,7 +8,8 @@ which onnxruntime kernels run:
   `ke - 1 - pad`; onnxruntime fuses the activation into Conv and uses its NCHWc kernels.
 - `subpixel`: stride s > 1 split into s**2 phases (2-D, equal strides): phase (rh, rw) is a small
   Conv over the kernel taps rh + s*j, rw + s*j only (no zero taps), the phases are concatenated on
-  channels and interleaved by DepthToSpace (DCR), and a Slice takes Keras' window.
+  channels and interleaved by DepthToSpace (DCR), and a Slice takes Keras' window. When k % s == 0
+  every phase has the same taps and one Conv with s**2 * filters outputs computes them all.
 - `gemm`: kernel == stride with nothing cropped (no overlap between the kernel's footprints): one
   MatMul over channels in the channels-last layout, then Reshape/Transpose/Reshape to interleave
   the taps. A channels_last model needs no edge Transposes for it.
@@ -16,7 +17,6 @@ which onnxruntime kernels run:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,18 +66,34 @@ def why_not(strategy: str, g: LayerGeometry) -> str | None:
     return f"unknown strategy {strategy!r}"
 
 
-def auto_strategy(g: LayerGeometry) -> str:
-    """The strategy `auto` picks, from the measurements in benchmarks/README.md (2 threads, fp32,
-    ORT_ENABLE_ALL): stride 1 → conv (0.5-0.6x native); kernel == stride without crop → gemm;
-    stride 2 with k % s == 0, wide channels and small images → subpixel; else native."""
+def auto_strategy(g: LayerGeometry, layout: str) -> str:
+    """The strategy `auto` picks for a float32 layer on the CPU provider (`layout`: the model's
+    data_format). From benchmarks/README.md (time / native; 2 threads, ORT_ENABLE_ALL, 2-core
+    AVX2 machine, medians of 9 paired rounds):
+
+        case            layout  conv   subpixel  gemm
+        A k4 s2 same    first   -      1.20      -
+                        last    -      1.17      -
+        B k2 s2 valid   first   -      2.22      1.25
+                        last    -      1.65      0.73
+        C k3 s2 same    first   -      1.25      -
+                        last    -      1.27      -
+        D k4 s2 same    first   -      0.97      -
+                        last    -      0.91      -
+        E k3 s1 same    first   0.40   -         -
+                        last    0.40   -         -
+        F k5 s2 same    first   -      2.54      -
+                        last    -      2.39      -
+
+    So: stride 1 → conv (onnxruntime fuses the activation into Conv and runs its NCHWc
+    kernels); kernel == stride without crop in a channels_last model → gemm (it works in the
+    model's own layout, so the edge Transposes go too); everything else → native (onnxruntime's
+    ConvTranspose reaches 60-90% of its SGEMM there, and subpixel's DepthToSpace and Slice cost
+    more than they save; D's 0.91-0.97 is within noise of 1)."""
     if why_not("conv", g) is None:
         return "conv"
-    if why_not("gemm", g) is None:
+    if layout == "channels_last" and why_not("gemm", g) is None:
         return "gemm"
-    if why_not("subpixel", g) is None and all(k % s == 0 for k, s in zip(g.kernel, g.strides, strict=True)):
-        pixels = math.prod(d for d in g.spatial if d is not None) if None not in g.spatial else None
-        if g.in_channels * g.filters >= 256 * 128 and pixels is not None and pixels <= 16 * 16:
-            return "subpixel"
     return "native"
 
 
@@ -113,6 +129,11 @@ class SubpixelForm:
     phases: tuple[Phase, ...]  # in DepthToSpace DCR order: rh * s + rw
     crop_begin: tuple[int, int]
     crop_end: tuple[int, int]  # samples removed from the end (a negative Slice end)
+
+    @property
+    def uniform(self) -> bool:
+        """All phases have as many taps (k % s == 0): one Conv computes them all, no Concat."""
+        return len({(p.weight.shape, p.pads) for p in self.phases}) == 1
 
 
 def subpixel_form(weight: np.ndarray, g: LayerGeometry) -> SubpixelForm:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import deconv_compiler as dc
+from deconv_compiler.strategies import STRATEGIES
 from tests import keras_oracle as oracle
 from tests.onnx_run import run_cpu
 
@@ -47,8 +48,15 @@ def test_matches_keras(case: oracle.CaseConfig) -> None:
     model_spec = dc.load_spec(spec)
     opset = {} if case.opset is None else {"opset": case.opset}
     for target in ("cpu", "cuda"):  # the CUDA target's Slice-cropped form must match Keras too
-        actual = run_cpu(dc.compile_spec(model_spec, target=target, **opset), x)
+        actual = run_cpu(dc.compile_spec(model_spec, target=target, **opset), x)  # strategy auto
         _assert_matches_keras(actual, expected, f"target {target}; {_describe(case, spec)}")
+    for strategy in STRATEGIES:  # and every strategy forced, wherever it applies to every layer
+        try:
+            model = dc.compile_spec(model_spec, strategy=strategy, **opset)
+        except dc.CompileError as exc:
+            assert "does not apply" in str(exc)
+            continue
+        _assert_matches_keras(run_cpu(model, x), expected, f"strategy {strategy}; {_describe(case, spec)}")
 
 
 def _assert_matches_keras(actual: np.ndarray, expected: np.ndarray, context: str) -> None:

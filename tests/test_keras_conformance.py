@@ -70,6 +70,10 @@ def test_random_networks_match_keras(seed: int, tmp_path: Path) -> None:
     compare(compile_keras_model(graph), expected, network.inputs, network.id)
     if seed % CUDA_EVERY == 0:
         compare(compile_keras_model(graph, target="cuda"), expected, network.inputs, f"{network.id} (cuda)")
+    if seed % CUDA_EVERY == 1:  # the plain ConvTranspose graph, whatever auto would pick
+        compare(
+            compile_keras_model(graph, strategy="native"), expected, network.inputs, f"{network.id} (native)"
+        )
 
 
 def test_the_random_networks_cover_what_they_must() -> None:
@@ -129,7 +133,8 @@ def test_tutorial_networks_compile_through_the_cli_and_match_keras(
     x = np.random.default_rng(3).standard_normal((4, *model.inputs[0].shape[1:])).astype(np.float32)
     compare(onnx_model, keras_outputs(model, [x]), [x], name)
     ops = collections.Counter(node.op_type for node in onnx_model.graph.node)
-    assert ops["ConvTranspose"] == 3 and ops["Transpose"] == 2, ops  # one pair at the edges, none between
+    # auto: the stride-1 layers become Conv; one Transpose pair at the edges, none between
+    assert ops["ConvTranspose"] + ops["Conv"] == 3 and ops["Transpose"] == 2, ops
     assert ops["BatchNormalization"] == 0 and ops["Mul"] == 0, ops  # every BatchNormalization folded
 
 
