@@ -101,3 +101,18 @@ def test_benchmark_uses_io_binding_on_the_device() -> None:
     x = np.ones((8, 7, 7, 256), np.float32)
     result = runtime.benchmark(model, x, SessionConfig(provider="cuda"), warmup=5, iterations=20)
     assert result.provider == "cuda" and not [n for n in result.cpu_nodes if n.startswith("ConvTranspose:")]
+
+
+@pytest.mark.parametrize("strategy", ["conv", "subpixel", "gemm"])
+@pytest.mark.parametrize("name", [*LAYERS, "k2s2-valid"])
+def test_every_strategy_on_cuda_matches_the_reference_on_the_gpu(name: str, strategy: str) -> None:
+    spec = _spec(LAYERS.get(name, {"filters": 4, "kernel_size": 2, "strides": 2}))
+    x = np.random.default_rng(1).standard_normal(spec.input_shape).astype(np.float32)
+    try:
+        model = dc.compile_spec(spec, strategy=strategy, target="cuda")
+    except dc.CompileError as exc:
+        assert "does not apply" in str(exc)
+        pytest.skip(f"{strategy} does not apply to {name}")
+    result = runtime.run_model(model, x, EXACT)
+    assert_close(next(iter(result.outputs.values())), reference_output(spec, x), context=f"{strategy} {name}")
+    assert not result.cpu_nodes, result.cpu_nodes  # every node of the strategy runs on the GPU
