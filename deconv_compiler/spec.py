@@ -565,9 +565,9 @@ def _int_tuple(
         values, item_paths = [value] * rank, [path] * rank
     elif isinstance(value, (list, tuple)):
         if len(value) != rank:
+            listed = shown(list(value))  # bounded: the list may be nested thousands deep
             problems.add(
-                path,
-                f"must be an integer or a list of {rank} integers, got {len(value)} values: {list(value)}",
+                path, f"must be an integer or a list of {rank} integers, got {len(value)} values: {listed}"
             )
             return None
         values, item_paths = list(value), [(*path, i) for i in range(rank)]

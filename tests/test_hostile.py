@@ -249,3 +249,14 @@ def test_eight_parallel_compiles_into_one_directory_lose_nothing(tmp_path: Path)
         written = (tmp_path / f"m{i}.onnx").read_bytes()
         assert written == dc.compile_spec(dc.load_spec(specs[i])).SerializeToString()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_deeply_nested_list_of_the_wrong_length_is_named_not_printed() -> None:
+    """Found by the fuzzer: the message once printed the whole list (repr recursion past 5,000 levels)."""
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(dc.SpecError) as caught:
+        dc.load_spec({"filters": 1, "kernel_size": [deep, 1, 1], "input_shape": [4, 4, 1]})
+    assert "kernel_size: must be an integer or a list of 2 integers, got 3 values" in str(caught.value)
+    assert len(str(caught.value)) < 300
