@@ -220,3 +220,31 @@ def test_a_tf_keras_2_h5_file(tmp_path: Path) -> None:
 
     (y,) = run_all(onnx.load(out), x)
     assert_close(y, np.asarray(layer(x)), context="tf.keras 2 .h5")
+
+
+def test_an_archive_from_before_keras_3_15_without_output_padding(
+    decoder_file: tuple[keras.Model, Path], tmp_path: Path
+) -> None:
+    """Keras 3 before 3.15 wrote no `output_padding` key for Conv*DTranspose: it means None."""
+    import onnx
+
+    from tests.onnx_run import assert_close, run_all
+
+    model, path = decoder_file
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    for entry in config["config"]["layers"]:
+        entry["config"].pop("output_padding", None)
+    members["config.json"] = json.dumps(config).encode()
+    members["metadata.json"] = json.dumps({"keras_version": "3.3.3"}).encode()
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(old, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    out = tmp_path / "old.onnx"
+    result = invoke("compile", old, "-o", out)
+    assert result.exit_code == 0, result.output
+    x = np.random.default_rng(0).standard_normal((2, 3, 3, 2)).astype(np.float32)
+    (y,) = run_all(onnx.load(out), x)
+    assert_close(y, np.asarray(model(x)), context="archive without output_padding")
