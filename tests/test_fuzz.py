@@ -1626,3 +1626,113 @@ def test_every_prefix_of_an_example_spec(spec_file: Path, tmp_path: Path) -> Non
                 assert_good_spec_error(error, f"{spec_file.name}[:{end}]")
             result = invoke(["validate", str(target)])
         assert_clean_exit(result, f"validate {spec_file.name}[:{end}]")
+
+
+# --- saved Keras model configs ------------------------------------------------------------------
+
+KERAS_EXAMPLES = _examples(0.5)  # ci: 750; thorough: 7,500
+
+
+def _keras_bases() -> list[tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]]:
+    from tests.test_keras_graph import conv, layer, sequential
+
+    rng = np.random.default_rng(0)
+    decoder = sequential(
+        layer("Dense", "dense", units=12, activation="relu"),
+        layer("Reshape", "reshape", target_shape=[2, 2, 3]),
+        conv("up", 4, 3, strides=[2, 2], padding="same", use_bias=False),
+        layer("BatchNormalization", "bn", axis=-1),
+        layer("LeakyReLU", "leaky", negative_slope=0.2),
+        layer("ZeroPadding2D", "pad", padding=[[1, 0], [0, 2]]),
+        layer("Cropping2D", "crop", cropping=[[0, 1], [1, 1]]),
+        layer("UpSampling2D", "ups", size=[2, 1], interpolation="bilinear"),
+        layer("Softmax", "soft", axis=[1, 2]),
+        layer("Flatten", "flat"),
+        input_shape=[5],
+    )
+    decoder_weights = {
+        "dense": (rng.normal(size=(5, 12)), rng.normal(size=12)),
+        "up": (rng.normal(size=(3, 3, 4, 3)),),
+        "bn": tuple(rng.uniform(0.5, 1.5, size=4) for _ in range(4)),
+    }
+
+    def call(*names: str) -> list[dict[str, Any]]:
+        tensors = [{"class_name": "__keras_tensor__", "config": {"keras_history": [n, 0, 0]}} for n in names]
+        return [{"args": [tensors[0]] if len(tensors) == 1 else [tensors], "kwargs": {}}]
+
+    graph_layers = [
+        {**layer("InputLayer", "z", batch_shape=[None, 3, 3, 2]), "name": "z", "inbound_nodes": []},
+        {**conv("a", 2, 2, strides=[2, 2]), "name": "a", "inbound_nodes": call("z")},
+        {**layer("UpSampling2D", "u", size=[2, 2]), "name": "u", "inbound_nodes": call("z")},
+        {**layer("Add", "sum"), "name": "sum", "inbound_nodes": call("a", "u")},
+        {**layer("PReLU", "p", shared_axes=[1, 2]), "name": "p", "inbound_nodes": call("sum")},
+        {**layer("Concatenate", "cat", axis=-1), "name": "cat", "inbound_nodes": call("p", "a")},
+    ]
+    functional = {
+        "class_name": "Functional",
+        "config": {
+            "name": "f",
+            "layers": graph_layers,
+            "input_layers": [["z", 0, 0]],
+            "output_layers": [["cat", 0, 0], ["sum", 0, 0]],
+        },
+    }
+    functional_weights = {
+        "a": (rng.normal(size=(2, 2, 2, 2)), rng.normal(size=2)),
+        "p": (rng.uniform(0, 0.5, size=(1, 1, 2)),),
+    }
+    return [(decoder, decoder_weights), (functional, functional_weights)]
+
+
+KERAS_VALUES = st.sampled_from(
+    [None, 0, -1, 1, 2, 3.5, math.nan, True, "x", "same", "channels_first", [], [1], [2, 2], [[1, 1], [0, 2]], {},
+     {"a": 1}, [None, 3], 10**12, "linear", [-1], ["a", 0, 0], "__delete__"]
+)  # fmt: skip
+
+
+def _config_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path] if path else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, child in items:
+        found += _config_paths(child, (*path, key))
+    return found
+
+
+@settings(max_examples=KERAS_EXAMPLES)
+@given(data=st.data())
+def test_any_mutated_keras_config_gives_a_model_that_runs_or_a_located_error(data: st.DataObject) -> None:
+    from deconv_compiler.compiler import compile_keras_model
+    from deconv_compiler.keras_file import SavedModel
+    from deconv_compiler.keras_model import parse_saved_model
+
+    base, weights = data.draw(st.sampled_from(_keras_bases()))
+    config = copy.deepcopy(base)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_config_paths(config)))
+        value = data.draw(KERAS_VALUES)
+        parent = config
+        for key in path[:-1]:
+            parent = parent[key]
+        if value == "__delete__" and isinstance(parent, dict):
+            parent.pop(path[-1], None)
+        elif value != "__delete__":
+            parent[path[-1]] = copy.deepcopy(value)
+    try:
+        graph = parse_saved_model(SavedModel("model.keras", "keras", config, weights, None))
+        model = compile_keras_model(graph)
+    except dc.SpecError as exc:
+        assert all(p.file == "model.keras" for p in exc.problems)
+        return
+    except dc.CompileError as exc:
+        assert "internal error" not in str(exc), exc
+        return
+    feeds = []
+    for value in graph.inputs:
+        shape = [2 if size is None else size for size in value.shape]
+        feeds.append(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    from tests.onnx_run import run_all
+
+    outputs = run_all(model, *feeds)
+    assert [y.shape[1:] for y in outputs] == [
+        tuple(2 if d is None else d for d in o.shape[1:]) for o in graph.outputs
+    ]
