@@ -33,7 +33,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 import deconv_compiler as dc  # noqa: E402
 from deconv_compiler import reference  # noqa: E402
-from deconv_compiler.plan import choose_strategy  # noqa: E402
+from deconv_compiler.planner import choose_strategy  # noqa: E402
 from deconv_compiler.runtime import SessionConfig, onnxruntime, time_interleaved  # noqa: E402
 from deconv_compiler.strategies import STRATEGIES  # noqa: E402
 
@@ -166,10 +166,10 @@ def bench_layer(
     models: dict[str, onnx.ModelProto] = {}
     for strategy in STRATEGIES:
         try:
-            models[strategy] = dc.compile_spec(spec, strategy=strategy)
+            models[strategy] = dc.compile_model(dc.spec_graph(spec), dc.CompileOptions(strategy=strategy))
         except dc.CompileError:
             continue
-    auto_choice = choose_strategy(spec.layers[0], "auto")
+    auto_choice = choose_strategy(spec.layers[0], "auto", "cpu", "float32")
     models["auto"] = models[auto_choice]
     x_nchw = x if data_format == "channels_first" else np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
     extra = torch_timers(case, kernel, bias, x_nchw) if data_format == "channels_first" else {}
@@ -223,7 +223,8 @@ def bench_chain(rounds: int, budget: float) -> dict[str, Any]:
     for data_format in ("channels_last", "channels_first"):
         spec = dc.load_spec(chain_spec(data_format, np.random.default_rng(7)))
         for strategy in ("native", "auto"):
-            models[f"{strategy} {data_format}"] = dc.compile_spec(spec, strategy=strategy)
+            graph, options = dc.spec_graph(spec), dc.CompileOptions(strategy=strategy)
+            models[f"{strategy} {data_format}"] = dc.compile_model(graph, options)
         inputs[data_format] = np.random.default_rng(8).standard_normal(spec.input_shape).astype(np.float32)  # type: ignore[arg-type]
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):

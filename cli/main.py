@@ -1,5 +1,9 @@
-"""`deconvc`: a thin click layer over the library. Domain errors become exit codes here only:
-2 for a bad spec, file, input or usage, 1 for a failure inside onnxruntime (or a failed check)."""
+"""`deconvc`: a thin click layer over the library. Errors become exit codes here only, by whose
+fault they are: 2 for a bad spec, file, input or usage; 1 for a failure inside onnxruntime, a
+failed `check`, or a bug of ours ("internal error: ... please report"; the traceback with --debug).
+
+Only the commands that build or run a model import onnx and onnxruntime: `--help`, `validate` and
+`schema` start fast."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import signal
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,20 +20,28 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import numpy as np
-import onnx
 
 import deconv_compiler
 from deconv_compiler.arguments import MAX_WEIGHT_BYTES
-from deconv_compiler.errors import DeconvError, RuntimeFailure, SpecError
-from deconv_compiler.plan import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TARGETS
+from deconv_compiler.errors import DeconvError, DeconvWarning, InvalidInput, RuntimeFailure
+from deconv_compiler.frontend import file_kind, load_model
+from deconv_compiler.ir import Graph
+from deconv_compiler.options import (
+    DEFAULT_OPSET,
+    DTYPE_CHOICES,
+    MAX_OPSET,
+    MIN_OPSET,
+    TARGET_CHOICES,
+    CompileOptions,
+)
 from deconv_compiler.runtime import CONV_ALGO_SEARCHES, OPTIMIZATION_LEVELS, SessionConfig
-from deconv_compiler.spec import ModelSpec
 from deconv_compiler.strategies import CHOICES
 
 if TYPE_CHECKING:
-    from deconv_compiler.keras_model import KerasGraph
+    import onnx
 
 EXIT_RUNTIME = 1
+EXIT_INTERNAL = 1
 EXIT_INPUT = 2
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,14 +53,14 @@ def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
 
 @contextmanager
 def _reported_errors(writes: bool = True) -> Iterator[None]:
-    """Print domain errors (one line per problem) and compile warnings; exit with their code."""
+    """Print errors (one line per problem) and compile warnings; exit with their code."""
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", deconv_compiler.DeconvWarning)
+            warnings.simplefilter("always", DeconvWarning)
             yield
         for warning in caught:
             click.echo(f"warning: {warning.message}", err=True)
-    except SpecError as exc:
+    except InvalidInput as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         count = len(exc.problems)
@@ -58,6 +71,19 @@ def _reported_errors(writes: bool = True) -> Iterator[None]:
         _fail(str(exc), EXIT_RUNTIME)
     except DeconvError as exc:
         _fail(str(exc))
+    except Exception as exc:  # a bug of ours (InternalError or anything unexpected): not the input's fault
+        if _debug():
+            traceback.print_exc()
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not message.startswith("internal error: "):
+            message = f"internal error: {type(exc).__name__}: {message}"
+        click.echo(f"{message} (please report it, with the input; --debug shows the traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+def _debug() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and context.find_root().params.get("debug"))
 
 
 opset_option = click.option(
@@ -134,7 +160,8 @@ def _session_config(kwargs: dict[str, Any]) -> SessionConfig:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(deconv_compiler.__version__, prog_name="deconvc")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
+def main(debug: bool) -> None:
     """Compile Keras transposed-convolution specs (YAML or JSON) and saved Keras models to ONNX."""
     # SIGTERM unwinds like an exception, so a half-written output's temporary is removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -178,26 +205,13 @@ weights_option = click.option(
 )
 
 
-def _load(source: Path, weights: Path | None, max_weight_size: int) -> ModelSpec | KerasGraph:
-    """A spec, or a saved Keras model (.keras, .h5, config JSON + --weights), told apart by content."""
-    from deconv_compiler.keras_file import is_saved_model
-
-    keras_named = source.suffix.lower() in (".keras", ".h5", ".hdf5")  # for the error, if it is neither
-    if weights is not None or keras_named or is_saved_model(source):
-        from deconv_compiler.keras_model import load_keras_model
-
-        return load_keras_model(source, weights, max_weight_bytes=max_weight_size)
-    return deconv_compiler.load_spec(source, max_weight_bytes=max_weight_size)
-
-
-def _compile(
-    loaded: ModelSpec | KerasGraph, opset: int, seed: int | None, target: str, strategy: str | None = None
-) -> onnx.ModelProto:
-    if isinstance(loaded, ModelSpec):
-        return deconv_compiler.compile_spec(loaded, opset=opset, seed=seed, target=target, strategy=strategy)
-    from deconv_compiler.compiler import compile_keras_model
-
-    return compile_keras_model(loaded, opset=opset, target=target, strategy=strategy or "auto")
+dtype_option = click.option(
+    "--dtype",
+    type=click.Choice(DTYPE_CHOICES),
+    default=None,
+    help="dtype policy for the whole model (default: the model's own): float16 in and out, or "
+    "mixed_float16 (float32 in and out around float16 compute).",
+)
 
 
 @main.command()
@@ -207,7 +221,7 @@ def _compile(
 def validate(spec: Path, weights: Path | None, max_weight_size: int) -> None:
     """Check SPEC (or a saved Keras model) without building anything; list every problem found."""
     with _reported_errors(writes=False):
-        loaded = _load(spec, weights, max_weight_size)
+        loaded = load_model(spec, weights, max_weight_size)
     click.echo(f"{spec}: ok: {_describe(loaded)}")
 
 
@@ -220,7 +234,7 @@ def validate(spec: Path, weights: Path | None, max_weight_size: int) -> None:
 @seed_option
 @click.option(
     "--target",
-    type=click.Choice([*TARGETS, "auto"]),
+    type=click.Choice(TARGET_CHOICES),
     default="cpu",
     show_default=True,
     help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + "
@@ -233,6 +247,7 @@ def validate(spec: Path, weights: Path | None, max_weight_size: int) -> None:
     help="How transposed convolutions are lowered, overriding the spec (default: the spec's, auto). "
     "auto: per layer by a measured rule; tune: time the candidates here and keep the fastest.",
 )
+@dtype_option
 @weights_option
 @max_weight_option
 def compile_command(
@@ -242,6 +257,7 @@ def compile_command(
     weight_seed: int | None,
     target: str,
     strategy: str | None,
+    dtype: str | None,
     weights: Path | None,
     max_weight_size: int,
 ) -> None:
@@ -250,16 +266,15 @@ def compile_command(
     _check_output_path(output, spec)
     with _reported_errors():
         started = time.perf_counter()
-        loaded = _load(spec, weights, max_weight_size)
-        if target == "auto":
-            from deconv_compiler.runtime import resolve_provider
+        loaded = load_model(spec, weights, max_weight_size)
+        options = CompileOptions(opset, target, strategy, weight_seed, dtype).resolved()
+        from deconv_compiler.compiler import compile_model, save_model
 
-            target = resolve_provider("auto")
-        model = _compile(loaded, opset, weight_seed, target, strategy)
-        deconv_compiler.save_model(model, output)
+        save_model(compile_model(loaded, options), output)
     elapsed = time.perf_counter() - started
     click.echo(
-        f"wrote {output} (opset {opset}, target {target}, {_describe(loaded)}) in {elapsed * 1000:.0f} ms"
+        f"wrote {output} (opset {opset}, target {options.target}, {_describe(loaded)}) "
+        f"in {elapsed * 1000:.0f} ms"
     )
 
 
@@ -295,7 +310,7 @@ def run(
         feeds = {}
         rng = np.random.default_rng(seed)
         for index, declared in enumerate(model.graph.input):
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type)
+            dtype = _np_dtype(declared.type.tensor_type.elem_type)
             dims = _declared_dims(model, index)
             if random_input:  # --shape sizes the first input; a model's further inputs need static shapes
                 given = shape if index == 0 else None
@@ -335,19 +350,30 @@ def run(
     "(default: 1e-5 float32, 5e-3 float32 with TF32, 1e-2 float16, 1e-9 float64).",
 )
 @opset_option
+@dtype_option
+@weights_option
 @session_options
 def check(
-    spec: Path, shape: str | None, seed: int, tolerance: float | None, opset: int, **session: Any
+    spec: Path,
+    shape: str | None,
+    seed: int,
+    tolerance: float | None,
+    opset: int,
+    dtype: str | None,
+    weights: Path | None,
+    **session: Any,
 ) -> None:
-    """Compile SPEC, run it on random input and compare with the numpy reference of Keras' layers."""
-    from deconv_compiler.verification import check_spec
+    """Compile SPEC (or a saved Keras model), run it on random input and compare every output with
+    the numpy reference of Keras' layers."""
+    from deconv_compiler.verification import check_graph
 
     config = _session_config(session)
     with _reported_errors(writes=False):
-        model_spec = deconv_compiler.load_spec(spec)
-        given = None if shape is None else _concrete_shape(list(model_spec.input_shape), shape)
-        report = check_spec(
-            model_spec, config, shape=given, input_seed=seed, opset=opset, tolerance_override=tolerance
+        graph = load_model(spec, weights)
+        given = None if shape is None else _concrete_shape(list(graph.inputs[0].shape), shape)
+        options = CompileOptions(opset=opset, dtype=dtype)
+        report = check_graph(
+            graph, config, shape=given, input_seed=seed, options=options, tolerance_override=tolerance
         )
     verdict = "PASS" if report.passed else "FAIL"
     click.echo(
@@ -406,7 +432,7 @@ def bench(
     with _reported_errors(writes=False):
         model = _model_for(model_or_spec, config)
         declared = model.graph.input[0]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type)
+        dtype = _np_dtype(declared.type.tensor_type.elem_type)
         dims = _declared_dims(model)
         batches = _batch_sizes(batch, dims, shape)
         for size in batches:
@@ -471,6 +497,8 @@ class _Progress:
 def _note_float16_on_cpu(model: onnx.ModelProto, provider: str) -> None:
     """onnxruntime's CPU provider has no float16 ConvTranspose: it inserts Casts around the float32
     kernel (measured: no slower than a float32 model, and no faster)."""
+    import onnx
+
     half = onnx.TensorProto.FLOAT16
     if provider == "cpu" and any(
         t.data_type == half and t.name.endswith("/kernel") for t in model.graph.initializer
@@ -493,13 +521,9 @@ def _report_cpu_nodes(provider: str, cpu_nodes: tuple[str, ...]) -> None:
             )
 
 
-def _describe(loaded: ModelSpec | KerasGraph) -> str:
-    if isinstance(loaded, ModelSpec):
-        count = len(loaded.layers)
-        inputs, outputs = [loaded.input_shape], [loaded.output_shape]
-    else:
-        count = len(loaded.nodes)
-        inputs, outputs = [v.shape for v in loaded.inputs], [v.shape for v in loaded.outputs]
+def _describe(loaded: Graph) -> str:
+    count = len(loaded.nodes)
+    inputs, outputs = [v.shape for v in loaded.inputs], [v.shape for v in loaded.outputs]
     layers = f"{count} layer{'s' if count != 1 else ''}"
     shown_in = ", ".join(_dims_text(list(shape)) for shape in inputs)
     shown_out = ", ".join(_dims_text(list(shape)) for shape in outputs)
@@ -516,23 +540,14 @@ def _check_output_path(output: Path, source: Path) -> None:
 
 
 def _model_for(path: Path, config: SessionConfig) -> onnx.ModelProto:
-    """An .onnx file as it is, or a spec compiled for the provider that will run it."""
+    """An .onnx file as it is, or a spec or Keras model compiled for the provider that will run
+    it (a CUDA run gets the CUDA-resident lowering)."""
+    from deconv_compiler.compiler import compile_model
     from deconv_compiler.inspection import load_onnx
-    from deconv_compiler.keras_file import is_saved_model
-    from deconv_compiler.runtime import resolve_provider
 
-    if path.suffix == ".onnx" or (_looks_binary(path) and not is_saved_model(path)):
+    if file_kind(path) == "onnx":
         return load_onnx(path)
-    target = resolve_provider(config.provider)  # a CUDA run gets the CUDA-resident lowering
-    return _compile(_load(path, None, MAX_WEIGHT_BYTES), DEFAULT_OPSET, None, target)
-
-
-def _looks_binary(path: Path) -> bool:
-    try:
-        head = path.read_bytes()[:64]
-    except OSError:
-        return False  # load_spec reports the missing file
-    return b"\x00" in head or any(b > 0x7F for b in head[:8])
+    return compile_model(load_model(path, None, MAX_WEIGHT_BYTES), CompileOptions(target=config.provider))
 
 
 def _declared_dims(model: onnx.ModelProto, index: int = 0) -> list[int | None]:
@@ -601,3 +616,9 @@ def _read_input(path: Path, name: str, dims: list[int | None], dtype: Any) -> np
 
 def _dims_text(dims: list[int | None]) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in dims) + ")"
+
+
+def _np_dtype(elem_type: int) -> np.dtype[Any]:
+    from onnx import helper
+
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))

@@ -1,4 +1,5 @@
-"""`onnx.ModelProto` → the same model, proven well-formed, or `CompileError`.
+"""`onnx.ModelProto` → the same model, proven well-formed, or `InternalError` (a model we generate
+that fails these checks is our bug, not the user's).
 
 Runs the ONNX checker (full check) and strict shape inference, then our own invariants: every
 ConvTranspose has explicit pads and output_padding and no `auto_pad`/`output_shape`; the graph's
@@ -10,7 +11,7 @@ from __future__ import annotations
 import onnx
 from onnx import shape_inference
 
-from deconv_compiler.errors import CompileError
+from deconv_compiler.errors import InternalError
 
 _FORBIDDEN = ("auto_pad", "output_shape")
 
@@ -21,10 +22,10 @@ def check_model(model: onnx.ModelProto) -> onnx.ModelProto:
         onnx.checker.check_model(model, full_check=True)
         inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.checker.ValidationError, shape_inference.InferenceError) as exc:
-        raise CompileError(f"internal error: the generated model is invalid: {exc}") from exc
+        raise InternalError(f"the generated model is invalid: {exc}") from exc
     problems = [*_conv_transpose_problems(model), *_io_problems(model, inferred)]
     if problems:
-        raise CompileError("internal error: the generated model breaks an invariant: " + "; ".join(problems))
+        raise InternalError("the generated model breaks an invariant: " + "; ".join(problems))
     return inferred
 
 

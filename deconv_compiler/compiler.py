@@ -1,54 +1,44 @@
-"""Spec → checked `onnx.ModelProto`, and writing it: the stages glued together.
+"""The one compile path: `ir.Graph` + `CompileOptions` → checked `onnx.ModelProto`, and writing it.
 
-load_spec → ModelSpec → plan_model → LoweringPlan → build_model → ModelProto → check_model
+    graph ──(tune: time the candidates)──▶ plan_graph ──▶ build_model ──▶ check_model
+
+Whichever front end made the graph (a spec, a saved Keras model), it goes through the same
+planner, builder and checks.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import onnx
 from google.protobuf.message import EncodeError
 
-from deconv_compiler import __version__
+from deconv_compiler.builder import build_model
 from deconv_compiler.check import check_model
+from deconv_compiler.dtypes import compute_dtype
 from deconv_compiler.errors import CompileError, DeconvWarning
-from deconv_compiler.graph_plan import plan_graph
-from deconv_compiler.keras_model import KerasGraph
-from deconv_compiler.lowering import build_graph_model, build_model
-from deconv_compiler.plan import DEFAULT_OPSET, plan_model
-from deconv_compiler.spec import ModelSpec
+from deconv_compiler.ir import Graph
+from deconv_compiler.metadata import model_metadata
+from deconv_compiler.options import CompileOptions
+from deconv_compiler.planner import layers_to_tune, plan_graph
 
 
-def compile_spec(
-    spec: ModelSpec,
-    opset: int = DEFAULT_OPSET,
-    seed: int | None = None,
-    target: str = "cpu",
-    strategy: str | None = None,
-) -> onnx.ModelProto:
-    """Lower a validated spec to an ONNX model that passes `check_model`.
+def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.ModelProto:
+    """Lower a validated graph to an ONNX model that passes `check_model`.
 
-    `seed` overrides the spec's seed for weights made by initializers. `target` "cuda" keeps
-    every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + Slice).
-    `strategy` overrides the spec's lowering strategies (`deconv_compiler.strategies`); `tune`
-    times each layer's candidates here and records the choice and the timings in the metadata.
+    `options.target` auto is decided here (cuda when a CUDA session can be created). Layers that
+    ask for the `tune` strategy are timed on this machine first (`tuning`); the choice and the
+    timings go into the metadata.
     """
-    config = spec.keras_config()
-    if seed is not None:
-        config["seed"] = seed
-    metadata: tuple[tuple[str, str], ...] = (
-        ("deconv_compiler.version", __version__),
-        ("deconv_compiler.spec", json.dumps(config, sort_keys=True, separators=(",", ":"))),
-        ("deconv_compiler.target", target),
-    )
-    if any(layer.dtype == "float64" for layer in spec.layers):
+    options = (options or CompileOptions()).resolved()
+    policies = {options.dtype} if options.dtype else {node.policy for node in graph.nodes}
+    if any(compute_dtype(policy) == "float64" for policy in policies):
         warnings.warn(
             DeconvWarning(
                 "float64: onnxruntime's CPU provider has no float64 ConvTranspose kernel, so this "
@@ -56,37 +46,16 @@ def compile_spec(
             ),
             stacklevel=2,
         )
-    if (strategy or spec.strategy) == "tune" or any(layer.strategy == "tune" for layer in spec.layers):
-        from deconv_compiler.tuning import tune_spec
+    tuned: dict[str, str] = {}
+    timings: dict[str, Any] = {}
+    if layers_to_tune(graph, options):
+        from deconv_compiler.tuning import tune  # onnxruntime only when asked
 
-        spec, timings = tune_spec(spec, opset, seed, target, forced=strategy)
-        strategy = None
-        metadata = (*metadata, ("deconv_compiler.tuning", json.dumps(timings, sort_keys=True)))
+        tuned, timings = tune(graph, options)
     with _within_protobuf_limit():
-        plan = plan_model(spec, opset=opset, seed=seed, metadata=metadata, target=target, strategy=strategy)
-        model = build_model(plan)
-    check_model(model)
-    return model
-
-
-def compile_keras_model(
-    graph: KerasGraph, opset: int = DEFAULT_OPSET, target: str = "cpu", strategy: str = "auto"
-) -> onnx.ModelProto:
-    """Lower a validated Keras model to an ONNX model that passes `check_model`; `strategy`
-    applies to every transposed convolution (`auto`: each layer's by the measured rule,
-    `tune`: each layer's fastest here)."""
-    metadata: tuple[tuple[str, str], ...] = (
-        ("deconv_compiler.version", __version__),
-        ("deconv_compiler.target", target),
-    )
-    if strategy == "tune":
-        from deconv_compiler.tuning import tune_graph
-
-        graph, timings = tune_graph(graph, opset, target)
-        metadata = (*metadata, ("deconv_compiler.tuning", json.dumps(timings, sort_keys=True)))
-    with _within_protobuf_limit():
-        plan = plan_graph(graph, opset=opset, target=target, metadata=metadata, strategy=strategy)
-        model = build_graph_model(plan)
+        plan = plan_graph(graph, options, tuned)
+        metadata = model_metadata(graph, options, plan.strategies, plan.weight_origins, timings)
+        model = build_model(plan, metadata)
     check_model(model)
     return model
 

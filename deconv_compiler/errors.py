@@ -1,8 +1,10 @@
-"""Errors raised by the compiler.
+"""Errors raised by the compiler, by whose fault they are.
 
-Every error the user can cause derives from `DeconvError`. A `SpecError` carries *all* the
-problems found in one spec, each with a field path (`layers[0].strides[1]`) and, where the
-spec came from a file, the file and line. The CLI turns `DeconvError` into exit code 2.
+Every error the user can cause derives from `DeconvError`: the CLI turns it into exit code 2
+(1 for `RuntimeFailure`). An `InvalidInput` carries *all* the problems found in one input, each
+with a field path (`layers[0].strides[1]`) and, where the input came from a file, the file and
+(for YAML/JSON specs) the line: `SpecError` for specs, `KerasModelError` for saved Keras models.
+A bug of ours is an `InternalError`, never a `DeconvError`: the CLI exits 1 and asks for a report.
 """
 
 from __future__ import annotations
@@ -61,16 +63,31 @@ class DeconvError(Exception):
     """Base class of every error caused by the user's input."""
 
 
-class SpecError(DeconvError):
-    """A spec (or its weights) is invalid; `problems` lists everything found, in order."""
+class InvalidInput(DeconvError):
+    """An input is invalid; `problems` lists everything found, in order."""
 
     def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class SpecError(InvalidInput):
+    """A spec (YAML/JSON file or mapping) or its weights are invalid."""
+
+
+class KerasModelError(InvalidInput):
+    """A saved Keras model (.keras, .h5, config JSON + weights) is invalid or cannot be compiled."""
+
+
 class CompileError(DeconvError):
-    """The spec is valid but cannot be lowered with the chosen options (e.g. opset too old)."""
+    """The input is valid but cannot be lowered with the chosen options (e.g. opset too old)."""
+
+
+class InternalError(Exception):
+    """A bug of ours: a failed postcondition or an unexpected state. Not the user's fault."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"internal error: {message}")
 
 
 class RuntimeFailure(DeconvError):

@@ -28,9 +28,7 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped,u
 from onnx import AttributeProto, TensorProto, helper
 
 from deconv_compiler.errors import DeconvError
-
-# The metadata key whose value is the normalized spec as JSON (written by `compiler.compile_spec`).
-SPEC_METADATA_KEY = "deconv_compiler.spec"
+from deconv_compiler.metadata import SPEC, read_metadata
 
 Dim: TypeAlias = int | str | None  # a size, a symbolic name, or unknown
 Shape: TypeAlias = tuple[Dim, ...] | None  # None: not even the rank is known
@@ -114,7 +112,7 @@ class ModelSummary:
     nodes: tuple[NodeSummary, ...]
     initializers: tuple[InitializerSummary, ...]
     functions: tuple[str, ...]  # model-local functions as "domain:name"
-    metadata: Mapping[str, Any]  # read-only; SPEC_METADATA_KEY parsed from JSON when it parses
+    metadata: Mapping[str, Any]  # read-only; our spec (metadata.SPEC) parsed from JSON when it parses
 
     @property
     def parameter_count(self) -> int:
@@ -209,16 +207,8 @@ def inspect_model(model: onnx.ModelProto) -> ModelSummary:
 
 
 def _metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    metadata: dict[str, Any] = {}
-    for prop in model.metadata_props:
-        value: Any = prop.value
-        if prop.key == SPEC_METADATA_KEY:
-            try:
-                value = json.loads(prop.value)
-            except ValueError:  # someone else's value under our key: show it as it is
-                value = prop.value
-        metadata[prop.key] = value
-    return metadata
+    """The properties as they are; our spec parsed (someone else's value under our key stays text)."""
+    return read_metadata({prop.key: prop.value for prop in model.metadata_props}, parsed=(SPEC,))
 
 
 def dtype_name(elem_type: int) -> str:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deconv_compiler.arguments import MAX_WEIGHT_BYTES
-from deconv_compiler.errors import Problem, SpecError, shown
+from deconv_compiler.errors import KerasModelError, Problem, shown
 from deconv_compiler.weights import pickle_refusal
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class SavedModel:
 
 
 class _Refusal(Exception):
-    """A problem with the file; becomes a SpecError naming it."""
+    """A problem with the file; becomes a KerasModelError naming it."""
 
 
 def is_saved_model(path: str | Path) -> bool:
@@ -85,7 +85,7 @@ def read_saved_model(
             return _read_legacy_h5(Path(path), shown_path, max_weight_bytes)
         return _read_config_json(Path(path), shown_path, weights, max_weight_bytes)
     except _Refusal as exc:
-        raise SpecError([Problem((), str(exc), shown_path)]) from None
+        raise KerasModelError([Problem((), str(exc), shown_path)]) from None
 
 
 def _head(path: Path) -> bytes:

@@ -2,8 +2,8 @@
 
 A parser per supported layer class, each with Keras' inference semantics: dropout and noise layers
 are identities, BatchNormalization keeps its moving statistics, ReLU/LeakyReLU/ELU/PReLU/Softmax
-keep their arguments. Transposed convolutions go through the spec validator, so a saved layer is
-held to exactly the rules a spec is. Problems name the layer and its config key.
+keep their arguments. Transposed convolutions go through `conv_layer`, the validator specs use, so a
+saved layer is held to exactly the rules a spec is. Problems name the layer and its config key.
 """
 
 from __future__ import annotations
@@ -15,122 +15,28 @@ from typing import Any
 
 import numpy as np
 
-from deconv_compiler.errors import FieldPath, Problem, shown
-from deconv_compiler.source import SpecSource
-from deconv_compiler.spec import LayerSpec, parse_activation, parse_conv_layer
-from deconv_compiler.weights import LayerWeights
-
-Shape = tuple[int | None, ...]
-
-# --- the ops: one frozen record per supported layer kind ---------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class ConvTransposeOp:
-    layer: LayerSpec
-    weights: LayerWeights
-
-
-@dataclass(frozen=True, eq=False)
-class DenseOp:
-    kernel: np.ndarray  # (in, units)
-    bias: np.ndarray | None
-    activation: str
-
-
-@dataclass(frozen=True, eq=False)
-class BatchNormOp:
-    """Inference: x * inv + (beta - mean * inv), inv = gamma / sqrt(variance + epsilon) (Keras' order)."""
-
-    axis: int  # Keras axis, non-negative
-    mean: np.ndarray
-    variance: np.ndarray
-    gamma: np.ndarray | None
-    beta: np.ndarray | None
-    epsilon: float
-
-
-@dataclass(frozen=True)
-class ActivationOp:
-    activation: str  # a name of the activation table (Keras' axis -1 for the axis-wise ones)
-
-
-@dataclass(frozen=True)
-class ReluOp:
-    """Keras' ReLU layer: max_value, negative_slope and threshold as `activations.relu` applies them."""
-
-    max_value: float | None
-    negative_slope: float
-    threshold: float
-
-
-@dataclass(frozen=True)
-class LeakyReluOp:
-    negative_slope: float
-
-
-@dataclass(frozen=True)
-class EluOp:
-    alpha: float
-
-
-@dataclass(frozen=True, eq=False)
-class PReluOp:
-    alpha: np.ndarray  # input shape without batch, 1 on shared axes
-
-
-@dataclass(frozen=True)
-class SoftmaxOp:
-    axes: tuple[int, ...]  # Keras axes, non-negative
-
-
-@dataclass(frozen=True)
-class IdentityOp:
-    """Dropout and noise layers: the identity at inference."""
-
-
-@dataclass(frozen=True)
-class AddOp:
-    pass
-
-
-@dataclass(frozen=True)
-class ConcatenateOp:
-    axis: int  # Keras axis, non-negative
-
-
-@dataclass(frozen=True)
-class ReshapeOp:
-    target: tuple[int, ...]  # without batch; -1 at most once
-
-
-@dataclass(frozen=True)
-class FlattenOp:
-    channels_first: bool  # Keras moves channels last before flattening
-
-
-@dataclass(frozen=True)
-class PadOp:
-    """ZeroPadding: zeros before/after on Keras axes; Cropping: negative amounts."""
-
-    axes: tuple[int, ...]
-    begins: tuple[int, ...]
-    ends: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class UpSampleOp:
-    axes: tuple[int, ...]  # Keras axes
-    factors: tuple[int, ...]
-    interpolation: str  # "nearest" (repeat) or "bilinear" (half-pixel, as Keras' image.resize)
-    channel_axis: int
-
-
-Op = (
-    ConvTransposeOp | DenseOp | BatchNormOp | ActivationOp | ReluOp | LeakyReluOp | EluOp | PReluOp
-    | SoftmaxOp | IdentityOp | AddOp | ConcatenateOp | ReshapeOp | FlattenOp | PadOp | UpSampleOp
-)  # fmt: skip
-
+from deconv_compiler.conv_layer import Problems, parse_activation, parse_conv_layer
+from deconv_compiler.errors import FieldPath, shown
+from deconv_compiler.ir import (
+    ActivationOp,
+    AddOp,
+    BatchNormOp,
+    ConcatenateOp,
+    ConvTransposeOp,
+    DenseOp,
+    EluOp,
+    FlattenOp,
+    IdentityOp,
+    LeakyReluOp,
+    Op,
+    PadOp,
+    PReluOp,
+    ReluOp,
+    ReshapeOp,
+    Shape,
+    SoftmaxOp,
+    UpSampleOp,
+)
 
 IDENTITY_LAYERS = (
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -150,12 +56,11 @@ class LayerCall:
     path: FieldPath
     input_shapes: tuple[Shape, ...]
     arrays: tuple[np.ndarray, ...] | None
-    source: SpecSource
-    problems: list[Problem]
+    policy: str  # the layer's dtype policy
+    problems: Problems
 
     def fail(self, message: str, key: str | None = None) -> None:
-        path = self.path if key is None else (*self.path, key)
-        self.problems.append(Problem(path, message, self.source.file))
+        self.problems.add(self.path if key is None else (*self.path, key), message)
 
     @property
     def shape(self) -> Shape:
@@ -275,9 +180,9 @@ def _conv_transpose(ctx: LayerCall) -> tuple[Op, Shape] | None:
     data = {key: config[key] for key in _CONV_ARGUMENTS if key in config}
     data["type"] = ctx.class_name
     data["name"] = ctx.name
+    data["dtype"] = ctx.policy
     data["weights"] = list(arrays)
-    layer, problems = parse_conv_layer(data, ctx.path, ctx.shape, ctx.source)
-    ctx.problems.extend(problems)
+    layer = parse_conv_layer(data, ctx.path, ctx.shape, ctx.path, ctx.problems, counts={})
     if layer is None or layer.weights is None:
         return None
     return ConvTransposeOp(layer, layer.weights), layer.output_shape
@@ -291,9 +196,7 @@ _CONV_ARGUMENTS = (
 
 
 def _activation_name(ctx: LayerCall, key: str = "activation") -> str | None:
-    name, problems = parse_activation(ctx.config.get(key), (*ctx.path, key), ctx.source)
-    ctx.problems.extend(problems)
-    return name
+    return parse_activation(ctx.config.get(key), (*ctx.path, key), ctx.problems)
 
 
 def _dense(ctx: LayerCall) -> tuple[Op, Shape] | None:
@@ -390,7 +293,7 @@ def _relu(ctx: LayerCall) -> tuple[Op, Shape] | None:
         or threshold < 0
         or (max_value is not None and max_value < 0)
     ):
-        if not ctx.problems:
+        if not ctx.problems.found:
             ctx.fail("max_value, negative_slope and threshold must be non-negative numbers")
         return None
     return ReluOp(max_value, slope, threshold), ctx.shape

@@ -1,9 +1,10 @@
-"""A saved Keras model (`keras_file.SavedModel`) → validated `KerasGraph` (Keras vocabulary, frozen).
+"""The Keras front end: a saved Keras model (`keras_file.SavedModel`) → the compiler's one IR
+(`ir.Graph`), or a `KerasModelError` listing every problem.
 
 Sequential models and Functional graphs (DAGs, shared layers included) become one list of nodes
-in topological order, each a layer call with its inputs, its Keras output shape and a typed op.
-Every layer is checked against the shapes it is called on (`keras_layers` holds the parsers).
-Unsupported layers, Lambda layers, custom objects and nested models are refused
+in topological order, each a layer call with its inputs, its Keras output shape, its dtype policy
+and a typed op. Every layer is checked against the shapes it is called on (`keras_layers` holds
+the parsers). Unsupported layers, Lambda layers, custom objects and nested models are refused
 naming the layer; nothing from the file is ever executed. All problems are reported at once.
 """
 
@@ -15,58 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from deconv_compiler.arguments import MAX_WEIGHT_BYTES
-from deconv_compiler.errors import FieldPath, Problem, SpecError, shown
+from deconv_compiler.conv_layer import Problems
+from deconv_compiler.dtypes import POLICIES, REFUSED_DTYPES, compute_dtype, io_dtype
+from deconv_compiler.errors import FieldPath, KerasModelError, Problem, shown
+from deconv_compiler.ir import Graph, KerasOrigin, Node, Output, Shape, Value
 from deconv_compiler.keras_file import SavedModel, read_saved_model
-from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT, LayerCall, Op, Shape
-from deconv_compiler.source import SpecSource
-
-# --- the validated, frozen result ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class GraphNode:
-    """One call of a Keras layer: reads `inputs` (tensor names), writes the tensor `output`."""
-
-    layer: str
-    class_name: str
-    op: Op
-    inputs: tuple[str, ...]
-    output: str
-    shape: Shape  # Keras layout, batch first
-
-
-@dataclass(frozen=True)
-class GraphInput:
-    name: str
-    shape: Shape
-
-
-@dataclass(frozen=True)
-class GraphOutput:
-    name: str  # the producing layer's name
-    tensor: str
-    shape: Shape
-
-
-@dataclass(frozen=True, eq=False)
-class KerasGraph:
-    name: str
-    file: str
-    format: str
-    keras_version: str | None
-    inputs: tuple[GraphInput, ...]
-    nodes: tuple[GraphNode, ...]  # topological order
-    outputs: tuple[GraphOutput, ...]
-
-    def keras_summary(self) -> dict[str, Any]:
-        """What the model is, for its ONNX metadata (JSON-able, no weights)."""
-        return {
-            "file": Path(self.file).name,
-            "format": self.format,
-            "keras_version": self.keras_version,
-            "layers": [[n.layer, n.class_name] for n in self.nodes],
-        }
-
+from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT, LayerCall
 
 # --- reading -----------------------------------------------------------------------------------
 
@@ -77,21 +32,21 @@ CLASS_ALIASES = {"Convolution2DTranspose": "Conv2DTranspose", "Deconvolution2D":
 
 def load_keras_model(
     path: str | Path, weights: str | Path | None = None, max_weight_bytes: int = MAX_WEIGHT_BYTES
-) -> KerasGraph:
+) -> Graph:
     """Read a `.keras` archive, a legacy `.h5`, or a config JSON (+ `weights`) and validate it."""
     return parse_saved_model(read_saved_model(path, weights, max_weight_bytes))
 
 
-def parse_saved_model(saved: SavedModel) -> KerasGraph:
-    builder = _GraphBuilder(saved)
+def parse_saved_model(saved: SavedModel) -> Graph:
+    builder = _KerasGraphReader(saved)
     config = saved.config
     class_name = _class_name(config)
     if class_name in MODEL_CLASSES:
         builder.model(config)
     else:
         builder.single_layer(config)
-    if builder.problems:
-        raise SpecError(builder.problems)
+    if builder.problems.found:
+        raise KerasModelError(builder.problems.found)
     return builder.result()
 
 
@@ -108,37 +63,63 @@ def _layer_config(entry: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclass
 class _Tensor:
-    name: str
-    shape: Shape
+    value: Value
+    io_dtype: str  # the dtype it has as a model output (float32 under a mixed policy)
 
 
 @dataclass
-class _GraphBuilder:
+class _KerasGraphReader:
     saved: SavedModel
-    problems: list[Problem] = field(default_factory=list)
     name: str = "model"
-    inputs: list[GraphInput] = field(default_factory=list)
-    nodes: list[GraphNode] = field(default_factory=list)
-    outputs: list[GraphOutput] = field(default_factory=list)
+    inputs: list[Value] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
     tensors: dict[tuple[str, int], _Tensor] = field(default_factory=dict)
     used_weights: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.source = SpecSource(data=self.saved.config, file=self.saved.file)
+        self.problems = Problems(lambda path, message: Problem(path, message, self.saved.file))
 
     def fail(self, path: FieldPath, message: str) -> None:
-        self.problems.append(Problem(path, message, self.saved.file))
+        self.problems.add(path, message)
 
-    def result(self) -> KerasGraph:
-        return KerasGraph(
+    def result(self) -> Graph:
+        return Graph(
             name=self.name,
-            file=self.saved.file,
-            format=self.saved.format,
-            keras_version=self.saved.keras_version,
             inputs=tuple(self.inputs),
             nodes=tuple(self.nodes),
             outputs=tuple(self.outputs),
+            origin=KerasOrigin(self.saved.file, self.saved.format, self.saved.keras_version),
         )
+
+    def input_tensor(self, name: str, shape: Shape, config: Mapping[str, Any]) -> _Tensor | None:
+        """A model input; its dtype from the InputLayer's config (Keras' default float32)."""
+        policy = self.policy(config, (name,))
+        if policy is None:
+            return None
+        value = Value(name, shape, io_dtype(policy))
+        self.inputs.append(value)
+        return _Tensor(value, value.dtype)
+
+    def output(self, layer: str, tensor: _Tensor) -> None:
+        self.outputs.append(
+            Output(self._output_name(layer), tensor.value.name, tensor.value.shape, tensor.io_dtype)
+        )
+
+    def policy(self, config: Mapping[str, Any], path: FieldPath) -> str | None:
+        """A layer's dtype policy: a dtype name (Keras 2) or a DTypePolicy (Keras 3); float32 if unsaid."""
+        value = config.get("dtype")
+        if isinstance(value, Mapping):
+            value = _layer_config(value).get("name")
+        if value is None:
+            return "float32"
+        if value in POLICIES:
+            return str(value)
+        if isinstance(value, str) and value in REFUSED_DTYPES:
+            self.fail((*path, "dtype"), f"{shown(value)} is not supported: {REFUSED_DTYPES[value]}")
+        else:
+            self.fail((*path, "dtype"), f"must be one of {', '.join(POLICIES)}, got {shown(value)}")
+        return None
 
     # --- model forms ---
 
@@ -180,11 +161,10 @@ class _GraphBuilder:
             channels = int(arrays[0].shape[-1])
             first = layer_config.get("data_format") == "channels_first"
             shape = (None, channels, *[None] * rank) if first else (None, *[None] * rank, channels)
-        self.inputs.append(GraphInput("input", shape))
-        tensor = _Tensor("input", shape)
-        out = self._call(config, name, [tensor], node_index=0)
+        tensor = self.input_tensor("input", shape, layer_config)
+        out = None if tensor is None else self._call(config, name, [tensor], node_index=0)
         if out is not None:
-            self.outputs.append(GraphOutput(name, out.name, out.shape))
+            self.output(name, out)
 
     def _sequential(self, body: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> None:
         first = entries[0]
@@ -192,7 +172,7 @@ class _GraphBuilder:
             input_name = str(_layer_config(first).get("name") or "input_layer")
             shape = _declared_input(_layer_config(first))
             entries = entries[1:]
-        else:
+        else:  # the first layer declares the input; it takes what it computes with
             input_name = "input_layer"
             shape = _declared_input(_layer_config(first))
             if shape is None:
@@ -205,8 +185,7 @@ class _GraphBuilder:
                 "build_input_shape): save it after building it",
             )
             return
-        self.inputs.append(GraphInput(input_name, shape))
-        tensor: _Tensor | None = _Tensor(input_name, shape)
+        tensor = self.input_tensor(input_name, shape, _layer_config(first))
         last_name = input_name
         for entry in entries:
             if tensor is None:
@@ -214,7 +193,7 @@ class _GraphBuilder:
             last_name = _entry_name(entry)
             tensor = self._call(entry, last_name, [tensor], node_index=0)
         if tensor is not None:
-            self.outputs.append(GraphOutput(self._output_name(last_name), tensor.name, tensor.shape))
+            self.output(last_name, tensor)
 
     def _functional(self, body: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> None:
         by_name = {_entry_name(e): e for e in entries}
@@ -226,8 +205,9 @@ class _GraphBuilder:
             if shape is None:
                 self.fail((name,), "InputLayer without a shape")
                 continue
-            self.inputs.append(GraphInput(name, shape))
-            self.tensors[(name, 0)] = _Tensor(name, shape)
+            tensor = self.input_tensor(name, shape, _layer_config(entry))
+            if tensor is not None:
+                self.tensors[(name, 0)] = tensor
         # Keras lists layers so that each one's inputs come earlier; check that rather than trust it.
         for entry in entries:
             if _class_name(entry) == "InputLayer":
@@ -264,10 +244,10 @@ class _GraphBuilder:
         for ref in declared_outputs:
             tensor = self.tensors.get(ref)
             if tensor is None:
-                if not self.problems:
+                if not self.problems.found:
                     self.fail(("config", "output_layers"), f"output {ref[0]!r} is not computed by the model")
                 continue
-            self.outputs.append(GraphOutput(self._output_name(ref[0]), tensor.name, tensor.shape))
+            self.output(ref[0], tensor)
 
     def _output_name(self, layer: str) -> str:
         """The producing layer's name; `name_1`, `name_2`... when a model returns a tensor twice."""
@@ -314,7 +294,7 @@ class _GraphBuilder:
 
     def _check_unused_weights(self) -> None:
         for name in self.saved.weights:
-            if name not in self.used_weights and not self.problems:
+            if name not in self.used_weights and not self.problems.found:
                 self.fail((name,), "the weights file holds weights for a layer the model does not have")
 
     # --- one layer call ---
@@ -325,23 +305,21 @@ class _GraphBuilder:
         class_name = _class_name(entry)
         config = _layer_config(entry)
         path: FieldPath = (f"{name} ({class_name})",)
-        dtype = _dtype_name(config.get("dtype"))
-        if dtype not in (None, "float32"):
-            self.fail((*path, "dtype"), f"only float32 models are supported, this layer uses {dtype!r}")
+        policy = self.policy(config, path)
+        if policy is None:
             return None
         arrays = self.saved.weights.get(name)
         self.used_weights.add(name)
-        call = LayerCall(
-            name, class_name, config, path, tuple(t.shape for t in inputs), arrays, self.source, self.problems
-        )
-        before = len(self.problems)
+        shapes = tuple(t.value.shape for t in inputs)
+        call = LayerCall(name, class_name, config, path, shapes, arrays, policy, self.problems)
+        before = len(self.problems.found)
         result = LAYER_PARSERS[class_name](call)
-        if result is None or len(self.problems) > before:
+        if result is None or len(self.problems.found) > before:
             return None
         op, shape = result
-        output = name if node_index == 0 else f"{name}:{node_index}"
-        self.nodes.append(GraphNode(name, class_name, op, tuple(t.name for t in inputs), output, shape))
-        return _Tensor(output, shape)
+        output = Value(name if node_index == 0 else f"{name}:{node_index}", shape, compute_dtype(policy))
+        self.nodes.append(Node(name, class_name, op, tuple(t.value.name for t in inputs), output, policy))
+        return _Tensor(output, io_dtype(policy))
 
 
 # --- config details -------------------------------------------------------------------------------
@@ -352,13 +330,6 @@ def _entry_name(entry: Mapping[str, Any]) -> str:
     if not isinstance(name, str):
         name = _layer_config(entry).get("name")
     return name if isinstance(name, str) and name else "?"
-
-
-def _dtype_name(value: Any) -> str | None:
-    """A layer's dtype: a string (Keras 2), or a DTypePolicy dict (Keras 3)."""
-    if isinstance(value, Mapping):
-        value = _layer_config(value).get("name")
-    return value if isinstance(value, str) else None
 
 
 def _shape_or_none(value: Any) -> Shape | None:

@@ -423,3 +423,120 @@ def layer(
     if activation_name is None:
         return y
     return activation(activation_name, y, conv_args["data_format"])
+
+
+# --------------------------------------------------------------------------------------------
+# The other layers of a saved Keras model (inference semantics, Keras layout in and out)
+# --------------------------------------------------------------------------------------------
+
+
+def dense(x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None, activation_name: str) -> FloatArray:
+    """Keras Dense: the last axis times `kernel (in, units)`, plus the bias, then the activation."""
+    y = np.asarray(x, dtype=np.float64) @ np.asarray(kernel, dtype=np.float64)
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float64)
+    return activation(activation_name, y, "channels_last")
+
+
+def _along(axis: int, ndim: int, values: ArrayLike) -> FloatArray:
+    """A per-channel vector shaped to broadcast along `axis` of an `ndim`-D tensor."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return np.asarray(values, dtype=np.float64).reshape(shape)
+
+
+def batch_normalization(
+    x: ArrayLike,
+    axis: int,
+    mean: ArrayLike,
+    variance: ArrayLike,
+    gamma: ArrayLike | None,
+    beta: ArrayLike | None,
+    epsilon: float,
+) -> FloatArray:
+    """Keras BatchNormalization at inference: `(x - mean) / sqrt(variance + epsilon) * gamma + beta`."""
+    x64 = np.asarray(x, dtype=np.float64)
+    y = (x64 - _along(axis, x64.ndim, mean)) / np.sqrt(_along(axis, x64.ndim, variance) + epsilon)
+    if gamma is not None:
+        y = y * _along(axis, x64.ndim, gamma)
+    if beta is not None:
+        y = y + _along(axis, x64.ndim, beta)
+    return y
+
+
+def relu(x: ArrayLike, negative_slope: float, max_value: float | None, threshold: float) -> FloatArray:
+    """Keras `activations.relu(x, negative_slope, max_value, threshold)` (the ReLU layer)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    if negative_slope != 0 and max_value is None and threshold == 0:
+        return leaky_relu(x64, negative_slope)
+    y = np.where(x64 > threshold, x64, 0.0) if threshold != 0 else np.maximum(x64, 0.0)
+    if max_value is not None:
+        y = np.clip(y, 0.0, max_value)
+    if negative_slope != 0:
+        y = y - negative_slope * np.maximum(threshold - x64, 0.0)
+    return np.asarray(y, dtype=np.float64)
+
+
+def leaky_relu(x: ArrayLike, negative_slope: float) -> FloatArray:
+    x64 = np.asarray(x, dtype=np.float64)
+    return np.where(x64 >= 0, x64, negative_slope * x64)
+
+
+def elu(x: ArrayLike, alpha: float) -> FloatArray:
+    x64 = np.asarray(x, dtype=np.float64)
+    return np.where(x64 > 0, x64, alpha * np.expm1(np.minimum(x64, 0.0)))
+
+
+def prelu(x: ArrayLike, alpha: ArrayLike) -> FloatArray:
+    """Keras PReLU: `relu(x) - alpha * relu(-x)`, alpha shaped like one sample (1 on shared axes)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    return np.maximum(x64, 0.0) - np.asarray(alpha, dtype=np.float64) * np.maximum(-x64, 0.0)
+
+
+def softmax(x: ArrayLike, axes: Sequence[int]) -> FloatArray:
+    """Keras' Softmax layer over one or several axes: `exp(x - logsumexp(x, axes))`."""
+    x64 = np.asarray(x, dtype=np.float64)
+    axes = tuple(axes)
+    peak = np.max(x64, axis=axes, keepdims=True)
+    shifted = np.exp(x64 - peak)
+    return np.asarray(shifted / np.sum(shifted, axis=axes, keepdims=True), dtype=np.float64)
+
+
+def pad_or_crop(x: ArrayLike, axes: Sequence[int], begins: Sequence[int], ends: Sequence[int]) -> FloatArray:
+    """ZeroPadding (positive amounts: zeros added) and Cropping (negative: samples removed)."""
+    y = np.asarray(x, dtype=np.float64)
+    for axis, begin, end in zip(axes, begins, ends, strict=True):
+        if begin >= 0 and end >= 0:
+            widths = [(0, 0)] * y.ndim
+            widths[axis] = (begin, end)
+            y = np.pad(y, widths)
+        else:
+            index = [slice(None)] * y.ndim
+            index[axis] = slice(-begin, y.shape[axis] + end)
+            y = y[tuple(index)]
+    return y
+
+
+def upsample(x: ArrayLike, axes: Sequence[int], factors: Sequence[int], interpolation: str) -> FloatArray:
+    """UpSampling: `nearest` repeats each sample; `bilinear` is Keras' image resize with half-pixel
+    centres (output sample `o` reads input position `(o + 0.5) / f - 0.5`, clamped to the edges)."""
+    y = np.asarray(x, dtype=np.float64)
+    for axis, factor in zip(axes, factors, strict=True):
+        if interpolation == "nearest":
+            y = np.repeat(y, factor, axis=axis)
+            continue
+        size = y.shape[axis]
+        position = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0.0, size - 1)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, size - 1)
+        weight = _along(axis, y.ndim, position - low)
+        y = np.take(y, low, axis=axis) * (1 - weight) + np.take(y, high, axis=axis) * weight
+    return y
+
+
+def flatten(x: ArrayLike, channels_first: bool) -> FloatArray:
+    """Keras Flatten: channels_first tensors are moved to channels_last order first."""
+    y = np.asarray(x, dtype=np.float64)
+    if channels_first and y.ndim > 2:
+        y = np.moveaxis(y, 1, -1)
+    return y.reshape(y.shape[0], -1)

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from deconv_compiler.errors import DeconvError, RuntimeFailure
+from deconv_compiler.metadata import STRATEGIES, read_metadata
+
+if TYPE_CHECKING:
+    import onnx
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
@@ -110,6 +112,9 @@ def _loadable(library: str) -> bool:
 @cache
 def _probe_session_providers(provider: str) -> tuple[str, ...]:
     """Providers a real session on a one-node model gets when `provider` is asked for."""
+    import onnx
+    from onnx import helper
+
     ort = onnxruntime()
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
@@ -306,6 +311,8 @@ class BenchResult:
 def conv_transpose_flops(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> int:
     """FLOPs of the transposed convolutions for one run: 2 * N * C_in * prod(in spatial) * F * prod(k)
     per ConvTranspose (or the Conv/MatMul nodes of another strategy)."""
+    import onnx
+
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     dims = fixed.graph.input[0].type.tensor_type.shape.dim
@@ -320,8 +327,9 @@ def conv_transpose_flops(model: onnx.ModelProto, input_shape: tuple[int, ...]) -
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
     # Our models name the transposed-conv layers in their metadata; their strategies' Conv and
     # MatMul nodes do the same multiply-adds as the ConvTranspose they replace.
-    props = {p.key: p.value for p in model.metadata_props}
-    layers = tuple(f"{name}/" for name in json.loads(props.get("deconv_compiler.strategies", "{}")))
+    ours = read_metadata({p.key: p.value for p in model.metadata_props}, parsed=(STRATEGIES,))
+    strategies = ours.get(STRATEGIES)
+    layers = tuple(f"{name}/" for name in strategies) if isinstance(strategies, dict) else ()
     total = 0
     for node in model.graph.node:
         x_shape, w_shape = (

@@ -1,125 +1,38 @@
-"""Spec data → validated `ModelSpec` (Keras vocabulary, frozen), or a `SpecError` listing every problem.
+"""The spec front end: spec data → validated `ModelSpec` (Keras vocabulary, frozen), or a
+`SpecError` listing every problem; then `spec_graph`: the spec as the compiler's one IR.
 
 Two forms are accepted: a single layer (Keras arguments at the top level plus `type` and the
-input description) and a model (`name`, `input`, `layers`: a chain). Pydantic models define the
-argument set, defaults and the JSON Schema; the checks Keras makes that depend on the layer's
-rank or on several arguments (tuple lengths, `output_padding < strides`, strides with dilation,
-empty outputs, channel counts, weight shapes) are written out here, each with a field path.
+input description) and a model (`name`, `input`, `layers`: a chain). This module handles the
+document forms, the input description (R/Keras-2 names included), chaining (each layer takes
+its input channels from the previous one) and layer names; each layer's own arguments are
+checked by `conv_layer`, the validator saved Keras models go through too.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-from pydantic import ValidationError
-
-from deconv_compiler import activations, geometry
-from deconv_compiler.arguments import (
-    DTYPES,
-    LAYER_TYPES,
-    MAX_SIZE,
-    MAX_WEIGHT_BYTES,
-    POLICIES,
-    REFUSED_DTYPES,
-    LayerArgs,
-    ModelArgs,
+from deconv_compiler.arguments import MAX_WEIGHT_BYTES, ModelArgs
+from deconv_compiler.conv_layer import (
+    ConvTransposeLayer,
+    Problems,
+    check_dtype,
+    clean_keys,
+    is_int,
+    kind_of,
+    parse_conv_layer,
+    shape_text,
+    validate_arguments,
 )
-from deconv_compiler.errors import FieldPath, Problem, SpecError, format_path, shown
-from deconv_compiler.keras_objects import (
-    CONSTRAINT,
-    INITIALIZER,
-    REGULARIZER,
-    KerasObject,
-    Vocabulary,
-    parse_keras_object,
-)
+from deconv_compiler.errors import FieldPath, SpecError, format_path, shown
+from deconv_compiler.ir import ConvTransposeOp, Graph, Node, Output, SpecOrigin, Value
 from deconv_compiler.source import SpecSource, read_spec_file, source_from_mapping
-from deconv_compiler.weights import LayerWeights, load_layer_weights
+from deconv_compiler.weights import InitializerWeights
 
 # --- the validated, frozen result ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class LayerSpec:
-    """One layer, every argument explicit and checked; shapes in Keras layout with batch."""
-
-    path: FieldPath
-    name: str
-    rank: int
-    filters: int
-    in_channels: int
-    kernel_size: tuple[int, ...]
-    strides: tuple[int, ...]
-    padding: Literal["valid", "same"]
-    output_padding: tuple[int, ...] | None
-    data_format: Literal["channels_last", "channels_first"]
-    dilation_rate: tuple[int, ...]
-    activation: str
-    use_bias: bool
-    kernel_initializer: KerasObject
-    bias_initializer: KerasObject
-    regularizers: Mapping[str, KerasObject | None]
-    constraints: Mapping[str, KerasObject | None]
-    trainable: bool
-    dtype_policy: str  # a dtype name, or a Keras policy such as mixed_float16
-    input_shape: tuple[int | None, ...]
-    conv_output_shape: tuple[int | None, ...]  # before the activation
-    output_shape: tuple[int | None, ...]  # after it (glu halves Keras' axis -1)
-    weights: LayerWeights | None
-    seed: int | None
-    strategy: str | None = None  # not Keras: a forced lowering strategy
-
-    @property
-    def dtype(self) -> str:
-        """The compute dtype: the graph's ConvTranspose and weights use it."""
-        return POLICIES.get(self.dtype_policy, self.dtype_policy)
-
-    @property
-    def io_dtype(self) -> str:
-        """What the layer takes and gives as a model's first or last layer (float32 under a mixed policy)."""
-        return "float32" if self.dtype_policy in POLICIES else self.dtype_policy
-
-    @property
-    def type_name(self) -> str:
-        return f"Conv{self.rank}DTranspose"
-
-    @property
-    def kernel_shape(self) -> tuple[int, ...]:
-        """Keras' kernel layout: kernel_size + (filters, in_channels)."""
-        return (*self.kernel_size, self.filters, self.in_channels)
-
-    def keras_config(self) -> dict[str, Any]:
-        """The layer as Keras' `get_config()` would describe it (JSON-able)."""
-        none_or_json = {
-            k: (v.to_json() if v else None) for k, v in {**self.regularizers, **self.constraints}.items()
-        }
-        return {
-            "class_name": self.type_name,
-            "config": {
-                "name": self.name,
-                "trainable": self.trainable,
-                "dtype": self.dtype_policy,
-                "filters": self.filters,
-                "kernel_size": list(self.kernel_size),
-                "strides": list(self.strides),
-                "padding": self.padding,
-                "output_padding": None if self.output_padding is None else list(self.output_padding),
-                "data_format": self.data_format,
-                "dilation_rate": list(self.dilation_rate),
-                "activation": self.activation,
-                "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer.to_json(),
-                "bias_initializer": self.bias_initializer.to_json(),
-                **none_or_json,
-            },
-        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +43,7 @@ class ModelSpec:
     input_name: str
     input_shape: tuple[int | None, ...]
     input_dtype: str
-    layers: tuple[LayerSpec, ...]
+    layers: tuple[ConvTransposeLayer, ...]
     seed: int
     strategy: str = "auto"
 
@@ -166,13 +79,9 @@ class ModelSpec:
 
 
 @dataclass
-class _Problems:
-    source: SpecSource
+class _SpecProblems(Problems):
+    base_dir: Path | None = None  # where `weights:` paths resolve from
     max_weight_bytes: int = MAX_WEIGHT_BYTES
-    found: list[Problem] = field(default_factory=list)
-
-    def add(self, path: FieldPath, message: str) -> None:
-        self.found.append(self.source.problem(path, message))
 
 
 def load_spec(
@@ -196,12 +105,12 @@ def load_spec(
 
 def parse_spec(source: SpecSource, max_weight_bytes: int = MAX_WEIGHT_BYTES) -> ModelSpec:
     """Validate spec data (either form) into a `ModelSpec`."""
-    problems = _Problems(source, max_weight_bytes)
+    problems = _SpecProblems(source.problem, base_dir=source.base_dir, max_weight_bytes=max_weight_bytes)
     data = source.data
     if not isinstance(data, Mapping):
-        problems.add((), f"a spec must be a mapping (a layer, or a model with `layers`), got {_kind(data)}")
+        problems.add((), f"a spec must be a mapping (a layer, or a model with `layers`), got {kind_of(data)}")
         raise SpecError(problems.found)
-    data = _clean_keys(data, (), problems)
+    data = clean_keys(data, (), problems)
     if "layers" in data:
         spec = _parse_model(data, problems)
     else:
@@ -218,7 +127,7 @@ class _InputDescription:
     path: FieldPath
 
 
-def _parse_single_layer(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | None:
+def _parse_single_layer(data: Mapping[str, Any], problems: _SpecProblems) -> ModelSpec | None:
     described = _layer_input_description(data, (), problems)
     if described is None and data.get("input_shape") is None and data.get("batch_input_shape") is None:
         problems.add(("input_shape",), "required: give input_shape (without batch) or batch_input_shape")
@@ -235,18 +144,18 @@ def _parse_single_layer(data: Mapping[str, Any], problems: _Problems) -> ModelSp
     )
 
 
-def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | None:
-    args = _pydantic(ModelArgs, data, (), problems)
+def _parse_model(data: Mapping[str, Any], problems: _SpecProblems) -> ModelSpec | None:
+    args = validate_arguments(ModelArgs, data, (), problems)
     raw_layers = data.get("layers")
     if not isinstance(raw_layers, (list, tuple)):
         if args is not None:  # pydantic's lax mode took a set or a generator
-            problems.add(("layers",), f"must be a list of layers, got {_kind(raw_layers)}")
+            problems.add(("layers",), f"must be a list of layers, got {kind_of(raw_layers)}")
         return None
     layer_items: list[tuple[Any, FieldPath]] = [(layer, ("layers", i)) for i, layer in enumerate(raw_layers)]
     described: _InputDescription | None = None
     input_dtype: str | None = None
     if args is not None and args.input is not None:
-        input_dtype = _dtype(args.input.dtype, ("input", "dtype"), problems, policies=False)
+        input_dtype = check_dtype(args.input.dtype, ("input", "dtype"), problems, policies=False)
         described = _InputDescription(tuple(args.input.shape), ("input", "shape"))
     if raw_layers and isinstance(raw_layers[0], Mapping):
         first = _layer_input_description(raw_layers[0], ("layers", 0), problems)
@@ -255,7 +164,7 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
         elif first is not None and not _shapes_agree(first.shape, described.shape):
             problems.add(
                 first.path,
-                f"disagrees with input.shape: {_fmt(first.shape)} vs {_fmt(described.shape)}",
+                f"disagrees with input.shape: {shape_text(first.shape)} vs {shape_text(described.shape)}",
             )
     if described is None and args is not None:
         problems.add(("input",), "required: give input.shape (with batch), or input_shape on the first layer")
@@ -274,14 +183,14 @@ def _parse_model(data: Mapping[str, Any], problems: _Problems) -> ModelSpec | No
 
 
 def _layer_input_description(
-    data: Mapping[str, Any], path: FieldPath, problems: _Problems
+    data: Mapping[str, Any], path: FieldPath, problems: _SpecProblems
 ) -> _InputDescription | None:
     """A layer's R/Keras-2 input arguments as one full shape (batch first)."""
     input_shape, batch_input_shape = data.get("input_shape"), data.get("batch_input_shape")
     batch_size = data.get("batch_size")
     for name, shape in (("input_shape", input_shape), ("batch_input_shape", batch_input_shape)):
         if shape is not None and not isinstance(shape, (list, tuple)):  # lax pydantic takes sets
-            problems.add((*path, name), f"must be a list of sizes, got {_kind(shape)}")
+            problems.add((*path, name), f"must be a list of sizes, got {kind_of(shape)}")
     if not _is_shape(input_shape) or not _is_shape(batch_input_shape) or not _is_size(batch_size):
         return None  # type problems were reported above or by pydantic
     if input_shape is not None and batch_input_shape is not None:
@@ -303,26 +212,35 @@ def _layer_input_description(
 
 
 def _parse_layers(
-    items: list[tuple[Any, FieldPath]], described: _InputDescription | None, problems: _Problems
-) -> tuple[LayerSpec, ...] | None:
+    items: list[tuple[Any, FieldPath]], described: _InputDescription | None, problems: _SpecProblems
+) -> tuple[ConvTransposeLayer, ...] | None:
     """Validate each layer; chain shapes from the input through every layer."""
     shape = described.shape if described is not None else None
     shape_path = described.path if described is not None else None
-    layers: list[LayerSpec] = []
+    layers: list[ConvTransposeLayer] = []
     names: dict[str, FieldPath] = {}
     counts: dict[int, int] = {}
     ok = True
     for index, (data, path) in enumerate(items):
         if not isinstance(data, Mapping):
-            problems.add(path, f"a layer must be a mapping of Keras arguments, got {_kind(data)}")
+            problems.add(path, f"a layer must be a mapping of Keras arguments, got {kind_of(data)}")
             ok = False
             shape = None
             continue
         if index > 0:
             later = _layer_input_description(data, path, problems)
             if later is not None and shape is not None and not _shapes_agree(later.shape, shape):
-                problems.add(later.path, f"disagrees with this layer's actual input {_fmt(shape)}")
-        layer = _parse_layer(_clean_keys(data, path, problems), path, shape, shape_path, counts, problems)
+                problems.add(later.path, f"disagrees with this layer's actual input {shape_text(shape)}")
+        layer = parse_conv_layer(
+            clean_keys(data, path, problems),
+            path,
+            shape,
+            shape_path,
+            problems,
+            counts=counts,
+            base_dir=problems.base_dir,
+            max_weight_bytes=problems.max_weight_bytes,
+        )
         if layer is None:
             ok = False
             shape = None
@@ -339,396 +257,8 @@ def _parse_layers(
     return tuple(layers) if ok and layers else None
 
 
-def _parse_layer(
-    data: Mapping[str, Any],
-    path: FieldPath,
-    input_shape: tuple[int | None, ...] | None,
-    input_path: FieldPath | None,
-    counts: dict[int, int],
-    problems: _Problems,
-) -> LayerSpec | None:
-    before = len(problems.found)
-    if "groups" in data:
-        problems.add((*path, "groups"), "Keras 3 transposed convolutions have no `groups` argument")
-    args = _pydantic(LayerArgs, {k: v for k, v in data.items() if k != "groups"}, path, problems)
-    rank = _layer_type(data.get("type", "Conv2DTranspose"), (*path, "type"), problems)
-    data_format = _data_format(data.get("data_format"), (*path, "data_format"), problems)
-
-    def tuple_arg(name: str, default: Any, minimum: int, nullable: bool = False) -> tuple[int, ...] | None:
-        value = data.get(name, default)
-        if nullable and value is None:
-            return None
-        return _int_tuple(value, rank, name, minimum, (*path, name), problems) if rank else None
-
-    kernel_size = tuple_arg("kernel_size", None, 1) if "kernel_size" in data else None
-    strides = tuple_arg("strides", 1, 1)
-    dilation = tuple_arg("dilation_rate", 1, 1)
-    output_padding = tuple_arg("output_padding", None, 0, nullable=True)
-    padding = _padding(data.get("padding", "valid"), (*path, "padding"), problems)
-    activation = _activation(data.get("activation"), (*path, "activation"), problems)
-    raw_dtype = data.get("dtype")
-    dtype = _dtype(raw_dtype, (*path, "dtype"), problems) if isinstance(raw_dtype, str) else "float32"
-
-    def keras_object(name: str, vocab: Vocabulary, default: Any) -> KerasObject | None:
-        value = data.get(name, default)
-        if value is None:
-            return None
-        return parse_keras_object(value, vocab, (*path, name), problems.add)
-
-    # Keras: `bias_initializer=None` falls back to the variable default, glorot_uniform (not zeros).
-    kernel_init = keras_object("kernel_initializer", INITIALIZER, "glorot_uniform") or (
-        None if data.get("kernel_initializer") is not None else _default_initializer()
-    )
-    bias_init = keras_object("bias_initializer", INITIALIZER, "zeros") or (
-        None if data.get("bias_initializer", "zeros") is not None else _default_initializer()
-    )
-    regularizers = {
-        name: keras_object(name, REGULARIZER, None)
-        for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer")
-    }
-    constraints = {
-        name: keras_object(name, CONSTRAINT, None) for name in ("kernel_constraint", "bias_constraint")
-    }
-
-    if strides and dilation and any(s > 1 for s in strides) and any(d > 1 for d in dilation):
-        problems.add(
-            (*path, "dilation_rate"),
-            f"`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
-            f"Received: strides={strides} and dilation_rate={dilation}",
-        )
-    if strides and output_padding is not None:
-        too_large = [
-            axis for axis, (op, s) in enumerate(zip(output_padding, strides, strict=True)) if op >= s
-        ]
-        per_axis = isinstance(data.get("output_padding"), (list, tuple))
-        for axis in too_large if per_axis else too_large[:1]:
-            problems.add(
-                (*path, "output_padding", axis) if per_axis else (*path, "output_padding"),
-                f"must be strictly less than strides: output_padding={output_padding}, strides={strides}",
-            )
-    if args is None or len(problems.found) > before or rank is None or data_format is None:
-        return None
-    assert kernel_size and strides and dilation and padding and activation and dtype
-    assert kernel_init is not None and bias_init is not None
-
-    assert data_format is not None
-    counts[rank] = counts.get(rank, 0) + 1
-    name = args.name or f"conv{rank}d_transpose" + (f"_{counts[rank] - 1}" if counts[rank] > 1 else "")
-    if input_shape is None or input_path is None:
-        return None
-    in_channels, output_shape = _chain_shapes(
-        input_shape, input_path, rank, data_format, args.filters, kernel_size, strides, dilation,
-        padding, output_padding, path, problems,
-    )  # fmt: skip
-    if in_channels is None or output_shape is None:
-        return None
-    conv_output_shape = output_shape
-    if activations.ACTIVATIONS[activation].needs_even_axis:
-        axis_size = output_shape[-1]
-        if axis_size is not None and axis_size % 2:
-            problems.add(
-                (*path, "activation"),
-                f"glu splits the last axis in two halves; its size is {axis_size} (odd): "
-                f"output shape {_fmt(output_shape)}",
-            )
-            return None
-        output_shape = (*output_shape[:-1], None if axis_size is None else axis_size // 2)
-    kernel_shape = (*kernel_size, args.filters, in_channels)
-    weight_bytes = (math.prod(kernel_shape) + args.filters) * np.dtype(POLICIES.get(dtype, dtype)).itemsize
-    if weight_bytes > problems.max_weight_bytes:
-        problems.add(
-            (*path, "filters" if args.filters >= math.prod(kernel_size) else "kernel_size"),
-            f"the weights would take {_size_text(weight_bytes)} (kernel {kernel_shape}, {dtype}); "
-            f"the limit is {_size_text(problems.max_weight_bytes)}",
-        )
-        return None
-    weights = None
-    if args.weights is not None:
-        weights = load_layer_weights(
-            args.weights,
-            kernel_shape,
-            args.use_bias,
-            problems.source.base_dir,
-            (*path, "weights"),
-            problems.add,
-        )
-        if weights is not None:
-            compute = POLICIES.get(dtype, dtype)
-            limit = float(np.finfo(compute).max)
-            for tensor, array in (("kernel", weights.kernel), ("bias", weights.bias)):
-                if array is not None and array.size and float(np.abs(array).max()) > limit:
-                    message = f"{tensor} holds values beyond the {compute} range (|x| > {limit:.4g})"
-                    problems.add((*path, "weights"), message)
-                    weights = None
-        if weights is None:
-            return None
-    return LayerSpec(
-        path=path,
-        name=name,
-        rank=rank,
-        filters=args.filters,
-        in_channels=in_channels,
-        kernel_size=kernel_size,
-        strides=strides,
-        padding=padding,
-        output_padding=output_padding,
-        data_format=data_format,
-        dilation_rate=dilation,
-        activation=activation,
-        use_bias=args.use_bias,
-        kernel_initializer=kernel_init,
-        bias_initializer=bias_init,
-        regularizers=regularizers,
-        constraints=constraints,
-        trainable=True if args.trainable is None else args.trainable,
-        dtype_policy=dtype,
-        input_shape=input_shape,
-        conv_output_shape=conv_output_shape,
-        output_shape=output_shape,
-        weights=weights,
-        seed=args.seed,
-        strategy=args.strategy,
-    )
-
-
-def _chain_shapes(
-    input_shape: tuple[int | None, ...],
-    input_path: FieldPath,
-    rank: int,
-    data_format: str,
-    filters: int,
-    kernel_size: tuple[int, ...],
-    strides: tuple[int, ...],
-    dilation: tuple[int, ...],
-    padding: str,
-    output_padding: tuple[int, ...] | None,
-    path: FieldPath,
-    problems: _Problems,
-) -> tuple[int | None, tuple[int | None, ...] | None]:
-    """Input channels and Keras' output shape of one layer, or problems."""
-    if len(input_shape) != rank + 2:
-        problems.add(
-            input_path,
-            f"Conv{rank}DTranspose expects a rank-{rank + 2} input (batch, {rank} spatial, channels); "
-            f"got shape {_fmt(input_shape)} of rank {len(input_shape)}",
-        )
-        return None, None
-    channels_last = data_format == "channels_last"
-    channels = input_shape[-1] if channels_last else input_shape[1]
-    spatial = input_shape[1:-1] if channels_last else input_shape[2:]
-    if channels is None:
-        problems.add(
-            input_path,
-            f"the channel dimension must be known, got shape {_fmt(input_shape)} ({data_format})",
-        )
-        return None, None
-    out_spatial: list[int | None] = []
-    for axis, length in enumerate(spatial):
-        if length is None:
-            out_spatial.append(None)
-            continue
-        op = None if output_padding is None else output_padding[axis]
-        out = geometry.output_length(length, kernel_size[axis], strides[axis], dilation[axis], padding, op)
-        if out <= 0:
-            problems.add(
-                (*path, "output_padding" if op is not None else "kernel_size"),
-                f"the output would be empty along spatial axis {axis}: length {out} from input length "
-                f"{length}, kernel_size {kernel_size[axis]}, strides {strides[axis]}, padding '{padding}', "
-                f"output_padding {op} (Keras' own result is an empty tensor; onnxruntime refuses it)",
-            )
-            return None, None
-        if out > MAX_SIZE:
-            problems.add(
-                (*path, "strides"),
-                f"the output length along spatial axis {axis} would be {out:,}, beyond {MAX_SIZE:,} "
-                f"(input length {length}, strides {strides[axis]})",
-            )
-            return None, None
-        out_spatial.append(out)
-    batch = input_shape[0]
-    shape = (batch, *out_spatial, filters) if channels_last else (batch, filters, *out_spatial)
-    return channels, shape
-
-
-# --- small checks ----------------------------------------------------------------------------
-
-
-def _default_initializer() -> KerasObject:
-    return KerasObject("GlorotUniform", {"seed": None, "input_axes": None, "output_axes": None})
-
-
-def _int_tuple(
-    value: Any, rank: int, name: str, minimum: int, path: FieldPath, problems: _Problems
-) -> tuple[int, ...] | None:
-    """Keras' `standardize_tuple`: an int (broadcast) or exactly `rank` ints, each >= minimum."""
-    if _is_int(value):
-        values, item_paths = [value] * rank, [path] * rank
-    elif isinstance(value, (list, tuple)):
-        if len(value) != rank:
-            listed = shown(list(value))  # bounded: the list may be nested thousands deep
-            problems.add(
-                path, f"must be an integer or a list of {rank} integers, got {len(value)} values: {listed}"
-            )
-            return None
-        values, item_paths = list(value), [(*path, i) for i in range(rank)]
-    else:
-        problems.add(
-            path, f"must be an integer or a list of {rank} integers, got {shown(value)} ({_kind(value)})"
-        )
-        return None
-    ok = True
-    for item, item_path in zip(values, item_paths, strict=True):
-        if not _is_int(item):
-            problems.add(item_path, f"must be an integer, got {shown(item)} ({_kind(item)})")
-            ok = False
-        elif item < minimum:
-            problems.add(item_path, f"must be >= {minimum}, got {shown(item)}")
-            ok = False
-        elif item > MAX_SIZE:
-            problems.add(item_path, f"must be <= {MAX_SIZE}, got {shown(item)}")
-            ok = False
-        if item_path == path and not ok:
-            break  # a broadcast scalar: one message is enough
-    return tuple(values) if ok else None
-
-
-def _clean_keys(data: Mapping[Any, Any], path: FieldPath, problems: _Problems) -> dict[str, Any]:
-    """The mapping without keys no spec can have (not strings, or not valid unicode), each reported."""
-    clean: dict[str, Any] = {}
-    for key, value in data.items():
-        if not isinstance(key, str):
-            problems.add((*path, shown(key)), f"keys must be strings, got {_kind(key)}")
-        elif not _encodable(key):
-            problems.add((*path, shown(key)), "the key is not valid unicode text")
-        else:
-            clean[key] = value
-    if isinstance(clean.get("input"), Mapping):
-        clean["input"] = _clean_keys(clean["input"], (*path, "input"), problems)
-    return clean
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _layer_type(value: Any, path: FieldPath, problems: _Problems) -> int | None:
-    """Rank of a layer type name (Keras class names, their aliases, the R function names)."""
-    if isinstance(value, str) and value in LAYER_TYPES:
-        return LAYER_TYPES[value]
-    if not isinstance(value, str):
-        problems.add(path, f"must be a layer type name, got {_show(value)}")
-        return None
-    by_lower = {name.lower(): name for name in LAYER_TYPES}
-    close = difflib.get_close_matches(value, list(LAYER_TYPES), n=1)
-    hint = by_lower.get(value.lower()) or (close[0] if close else None)
-    suffix = f"; did you mean {shown(hint)}?" if hint else f"; supported: {', '.join(LAYER_TYPES)}"
-    problems.add(path, f"unknown layer type {shown(value)}{suffix}")
-    return None
-
-
-def _data_format(
-    value: Any, path: FieldPath, problems: _Problems
-) -> Literal["channels_last", "channels_first"] | None:
-    """Keras lower-cases data_format; None means its default, channels_last."""
-    if value is None:
-        return "channels_last"
-    if isinstance(value, str) and value.lower() in ("channels_last", "channels_first"):
-        return "channels_last" if value.lower() == "channels_last" else "channels_first"
-    problems.add(path, f"must be 'channels_last' or 'channels_first', got {_show(value)}")
-    return None
-
-
-def _padding(value: Any, path: FieldPath, problems: _Problems) -> Literal["valid", "same"] | None:
-    if isinstance(value, str) and value.lower() in ("valid", "same"):
-        return "valid" if value.lower() == "valid" else "same"
-    problems.add(path, f"must be 'valid' or 'same' (case-insensitive), got {shown(value)}")
-    return None
-
-
-def _activation(value: Any, path: FieldPath, problems: _Problems) -> str | None:
-    if value is None:
-        return "linear"
-    if not isinstance(value, str):
-        problems.add(path, f"must be an activation name or null, got {shown(value)} ({_kind(value)})")
-        return None
-    name = activations.canonical_activation(value)
-    if name is not None:
-        return name
-    if value in activations.REFUSED:
-        problems.add(path, f"{shown(value)} {activations.REFUSED[value]}")
-        return None
-    hint = difflib.get_close_matches(value.lower(), activations.NAMES, n=1)
-    suffix = f"; did you mean {shown(hint[0])}? (names are case-sensitive)" if hint else ""
-    problems.add(path, f"unknown activation {shown(value)}{suffix}")
-    return None
-
-
-def _dtype(value: Any, path: FieldPath, problems: _Problems, policies: bool = True) -> str | None:
-    """A dtype name, or (for layers) a Keras dtype policy name."""
-    accepted = (*DTYPES, *POLICIES) if policies else DTYPES
-    if value in accepted:
-        return str(value)
-    if isinstance(value, str) and value in REFUSED_DTYPES:
-        problems.add(path, f"{shown(value)} is not supported: {REFUSED_DTYPES[value]}")
-    else:
-        problems.add(path, f"must be one of {', '.join(accepted)}, got {shown(value)}")
-    return None
-
-
-_PYDANTIC_MESSAGES: dict[str, Callable[[Any], str]] = {
-    "missing": lambda e: "required argument is missing",
-    "int_type": lambda e: f"must be an integer, got {_show(e['input'])}",
-    "bool_type": lambda e: f"must be true or false, got {_show(e['input'])}",
-    "string_type": lambda e: f"must be a string, got {_show(e['input'])}",
-    "list_type": lambda e: f"must be a list, got {_show(e['input'])}",
-    "greater_than": lambda e: f"must be >= {e['ctx']['gt'] + 1}, got {shown(e['input'])}",
-    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}, got {shown(e['input'])}",
-    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']}, got {shown(e['input'])}",
-    "string_too_short": lambda e: "must not be empty",
-    "too_short": lambda e: f"must have at least {e['ctx']['min_length']} item(s)",
-    "literal_error": lambda e: f"must be one of {e['ctx']['expected']}, got {_show(e['input'])}",
-    "model_type": lambda e: f"must be a mapping, got {_show(e['input'])}",
-    "model_attributes_type": lambda e: f"must be a mapping, got {_show(e['input'])}",
-}
-
-
-def _pydantic(model: type[Any], data: Mapping[str, Any], path: FieldPath, problems: _Problems) -> Any:
-    """Validate with a pydantic model, turning its errors into our problems."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            loc = tuple(
-                part for part in error["loc"] if not (isinstance(part, str) and part.startswith(("[", "<")))
-            )
-            if error["type"] == "extra_forbidden":
-                loc = tuple(error["loc"])  # the user's own key, whatever its first character
-                key = str(loc[-1])
-                known = list(model.model_fields)
-                hint = difflib.get_close_matches(key, known, n=1)
-                suffix = f"; did you mean {shown(hint[0])}?" if hint else ""
-                what = (
-                    f"unrecognized argument {shown(key)} (Keras rejects unknown keyword arguments)"
-                    if model is LayerArgs
-                    else f"unrecognized key {shown(key)}"
-                )
-                problems.add((*path, *loc), what + suffix)
-                continue
-            render = _PYDANTIC_MESSAGES.get(error["type"])
-            problems.add((*path, *loc), render(error) if render else error["msg"])
-        return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_size(value: Any) -> bool:
-    return value is None or (_is_int(value) and value > 0)
+    return value is None or (is_int(value) and value > 0)
 
 
 def _is_shape(value: Any) -> bool:
@@ -739,60 +269,33 @@ def _shapes_agree(a: tuple[int | None, ...], b: tuple[int | None, ...]) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
-def _fmt(shape: tuple[int | None, ...]) -> str:
-    return str(tuple(shape))
+# --- the spec as the IR ------------------------------------------------------------------------
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, np.ndarray):
-        return f"array of shape {value.shape}"
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "list",
-        dict: "mapping",
-    }.get(type(value), type(value).__name__)
-
-
-def _show(value: Any) -> str:
-    """JSON spelling for scalars (true, null, "text"), bounded like every shown value."""
-    if isinstance(value, (str, bool, float, type(None))):
-        text = json.dumps(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return shown(value) if isinstance(value, int) else _kind(value)
-
-
-def _size_text(size: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"
-
-
-# --- entry points for layers read from saved Keras models ---------------------------------------
-
-
-def parse_conv_layer(
-    data: Mapping[str, Any],
-    path: FieldPath,
-    input_shape: tuple[int | None, ...],
-    source: SpecSource,
-    max_weight_bytes: int = MAX_WEIGHT_BYTES,
-) -> tuple[LayerSpec | None, tuple[Problem, ...]]:
-    """One transposed-convolution layer given as spec arguments (weights inline), checked
-    exactly as a spec's layer is, against the shape of the tensor it is called on."""
-    problems = _Problems(source, max_weight_bytes)
-    layer = _parse_layer(_clean_keys(data, path, problems), path, input_shape, path, {}, problems)
-    return layer, tuple(problems.found)
-
-
-def parse_activation(
-    value: Any, path: FieldPath, source: SpecSource
-) -> tuple[str | None, tuple[Problem, ...]]:
-    """A Keras activation name (or None for linear) → the activation table's name."""
-    problems = _Problems(source)
-    return _activation(value, path, problems), tuple(problems.found)
+def spec_graph(spec: ModelSpec) -> Graph:
+    """The chain as a graph: the input, one `ConvTransposeOp` node per layer (weights given, or
+    made by the layer's initializers at compile time), the last layer's output."""
+    nodes = []
+    tensor = spec.input_name
+    for index, layer in enumerate(spec.layers):
+        weights = layer.weights or InitializerWeights(
+            layer.kernel_initializer,
+            layer.bias_initializer,
+            layer.kernel_shape,
+            layer.use_bias,
+            layer.seed,
+            index,
+        )
+        output = Value(layer.name, layer.output_shape, layer.dtype)
+        op = ConvTransposeOp(layer, weights)
+        nodes.append(Node(layer.name, layer.type_name, op, (tensor,), output, layer.dtype_policy))
+        tensor = layer.name
+    return Graph(
+        name=spec.name,
+        inputs=(Value(spec.input_name, spec.input_shape, spec.input_dtype),),
+        nodes=tuple(nodes),
+        outputs=(Output(spec.output_name, tensor, spec.output_shape, spec.output_dtype),),
+        origin=SpecOrigin(spec.keras_config()),
+        strategy=spec.strategy,
+        seed=spec.seed,
+    )

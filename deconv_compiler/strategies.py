@@ -17,7 +17,9 @@ which onnxruntime kernels run:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -101,12 +103,39 @@ def auto_strategy(g: LayerGeometry, layout: str) -> str:
 
 
 @dataclass(frozen=True, eq=False)
+class NativeForm:
+    strategy: ClassVar[str] = "native"
+    weight: np.ndarray  # (in, filters, *kernel): Keras' kernel permuted, never flipped
+    pads: tuple[int, ...]  # begins then ends
+    output_padding: tuple[int, ...]
+    crop_end: tuple[int, ...]  # samples a Slice removes from the end of each spatial axis
+
+
+def native_form(weight: np.ndarray, g: LayerGeometry, target: str) -> NativeForm:
+    """One ConvTranspose with explicit pads and output_padding.
+
+    target "cuda": onnxruntime runs a ConvTranspose with asymmetric pads on the CPU even in a
+    CUDA session (onnxruntime#11312), which hits every Keras `same` layer with odd `ke - s`.
+    There the pads become symmetric (the smaller side on both ends) and a Slice crops the rest
+    from the end: the same numbers, all on the GPU. The crop is a negative end index, so
+    dynamic sizes still need no shape subgraph.
+    """
+    begins, ends = g.begins, g.ends
+    crop_end = (0,) * len(begins)
+    if target == "cuda":
+        crop_end = tuple(end - begin for begin, end in zip(begins, ends, strict=True))
+        ends = begins
+    return NativeForm(np.ascontiguousarray(weight), begins + ends, g.output_padding, crop_end)
+
+
+@dataclass(frozen=True, eq=False)
 class ConvForm:
+    strategy: ClassVar[str] = "conv"
     weight: np.ndarray  # (filters, in, *kernel), spatially flipped
     pads: tuple[int, ...]  # begins then ends
 
 
-def conv_form(weight: np.ndarray, g: LayerGeometry) -> ConvForm:
+def conv_form(weight: np.ndarray, g: LayerGeometry, target: str) -> ConvForm:
     """Stride 1: out = full[b : L_full - e] is a correlation with the flipped kernel over the
     input padded by ke - 1 - b before and ke - 1 - e after."""
     rank = len(g.kernel)
@@ -125,6 +154,7 @@ class Phase:
 
 @dataclass(frozen=True, eq=False)
 class SubpixelForm:
+    strategy: ClassVar[str] = "subpixel"
     stride: int
     phases: tuple[Phase, ...]  # in DepthToSpace DCR order: rh * s + rw
     crop_begin: tuple[int, int]
@@ -136,7 +166,7 @@ class SubpixelForm:
         return len({(p.weight.shape, p.pads) for p in self.phases}) == 1
 
 
-def subpixel_form(weight: np.ndarray, g: LayerGeometry) -> SubpixelForm:
+def subpixel_form(weight: np.ndarray, g: LayerGeometry, target: str) -> SubpixelForm:
     """Phase r of an axis computes out[s*q + r] = sum_j in[q - j] * W[r + s*j] for q < Q, where
     Q = i - 1 + ceil((k + op) / s): a correlation with taps W[r + s*(J-1-t)] over the input padded
     by J - 1 before and Q - i after (both independent of i)."""
@@ -167,12 +197,23 @@ def subpixel_form(weight: np.ndarray, g: LayerGeometry) -> SubpixelForm:
 
 @dataclass(frozen=True, eq=False)
 class GemmForm:
+    strategy: ClassVar[str] = "gemm"
     weight: np.ndarray  # (in, prod(kernel) * filters): columns ordered (taps..., filter)
     spatial: tuple[int, ...]
 
 
-def gemm_form(weight: np.ndarray, g: LayerGeometry) -> GemmForm:
+def gemm_form(weight: np.ndarray, g: LayerGeometry, target: str) -> GemmForm:
     rank = len(g.kernel)
     # (in, filters, *k) → (in, *k, filters) → (in, prod(k) * filters)
     columns = np.transpose(weight, (0, *range(2, 2 + rank), 1)).reshape(g.in_channels, -1)
     return GemmForm(np.ascontiguousarray(columns), tuple(int(d) for d in g.spatial if d is not None))
+
+
+Form = NativeForm | ConvForm | SubpixelForm | GemmForm
+# The user's word for a strategy → what builds its form; the builder dispatches on the form's type.
+FORMS: dict[str, Callable[[np.ndarray, LayerGeometry, str], Form]] = {
+    "native": native_form,
+    "conv": conv_form,
+    "subpixel": subpixel_form,
+    "gemm": gemm_form,
+}

@@ -1,22 +1,47 @@
-"""ModelSpec → compiled model run on onnxruntime vs the numpy reference → `CheckReport`.
+"""A graph (from a spec or a saved Keras model) compiled and run on onnxruntime vs the numpy
+reference of every layer → `CheckReport`.
 
 What a user runs before shipping a model: the same weights go through the compiled graph and
-through `deconv_compiler.reference` (an independent float64 implementation of Keras' layer,
-itself proven against real Keras in the test suite), and the largest difference is judged
-against a tolerance for the dtype and provider.
+through `deconv_compiler.reference` (an independent float64 implementation of Keras' layers,
+itself proven against real Keras in the test suite), layer by layer in Keras layout, and the
+largest difference over every output is judged against a tolerance for the dtype and provider.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from deconv_compiler import reference
-from deconv_compiler.compiler import compile_spec
-from deconv_compiler.plan import DEFAULT_OPSET, layer_weights
+from deconv_compiler.compiler import compile_model
+from deconv_compiler.dtypes import compute_dtype, io_dtype
+from deconv_compiler.errors import InternalError
+from deconv_compiler.ir import (
+    ActivationOp,
+    AddOp,
+    BatchNormOp,
+    ConcatenateOp,
+    ConvTransposeOp,
+    DenseOp,
+    EluOp,
+    FlattenOp,
+    Graph,
+    IdentityOp,
+    LeakyReluOp,
+    PadOp,
+    PReluOp,
+    ReluOp,
+    ReshapeOp,
+    SoftmaxOp,
+    UpSampleOp,
+)
+from deconv_compiler.options import CompileOptions
+from deconv_compiler.planner import made_weights
 from deconv_compiler.runtime import SessionConfig, resolve_provider, run_model
-from deconv_compiler.spec import ModelSpec
+from deconv_compiler.weights import LayerWeights
 
 DEFAULT_SIZES = {"batch": 2, "spatial": 5}
 
@@ -35,10 +60,10 @@ def tolerance(dtype: str, provider: str, use_tf32: bool) -> float:
 @dataclass(frozen=True)
 class CheckReport:
     provider: str
-    input_shape: tuple[int, ...]
-    dtype: str
+    input_shape: tuple[int, ...]  # the first input's
+    dtype: str  # the least precise compute dtype of the model
     max_abs_error: float
-    scale: float  # max(1, max|reference|)
+    scale: float  # max(1, max|reference|) over the outputs
     tolerance: float
     cpu_nodes: tuple[str, ...]
 
@@ -51,66 +76,155 @@ class CheckReport:
         return self.relative_error <= self.tolerance
 
 
-def concrete_input_shape(spec: ModelSpec, given: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """The spec's input shape with dynamic sizes filled in (from `given`, else small defaults)."""
+def concrete_input_shape(
+    shape: Sequence[int | None], given: tuple[int, ...] | None = None
+) -> tuple[int, ...]:
+    """A declared input shape with dynamic sizes filled in (from `given`, else small defaults)."""
     if given is not None:
         return given
-    batch, *rest = spec.input_shape
+    batch, *rest = shape
     filled = [DEFAULT_SIZES["spatial"] if d is None else d for d in rest]
     return (DEFAULT_SIZES["batch"] if batch is None else batch, *filled)
 
 
-def reference_output(spec: ModelSpec, x: np.ndarray, seed: int | None = None) -> np.ndarray:
-    """The whole chain through the numpy reference, in float64, with the model's weights."""
-    y = x.astype(np.float64)
-    for index, layer in enumerate(spec.layers):
-        weights = layer_weights(spec, index, seed)
-        compute = np.dtype(layer.dtype)  # weights as the compiled graph stores them
-        y = reference.layer(
-            y.astype(compute).astype(np.float64),
-            weights.kernel.astype(compute),
-            None if weights.bias is None else weights.bias.astype(compute),
-            activation_name=layer.activation,
-            strides=layer.strides,
-            padding=layer.padding,
-            output_padding=layer.output_padding,
-            dilation_rate=layer.dilation_rate,
-            data_format=layer.data_format,
-        )
-    return y
+def reference_outputs(
+    graph: Graph, inputs: Sequence[np.ndarray], seed: int | None = None, dtype: str | None = None
+) -> list[np.ndarray]:
+    """Every output of `graph` through the numpy reference, in float64, with the weights the
+    compiled model has (initializers seeded by `seed`, else the model's). Each layer sees its
+    inputs and weights rounded to its compute dtype (`dtype`, a policy, over the layer's own),
+    as the compiled graph holds them."""
+    values: dict[str, np.ndarray] = {
+        value.name: np.asarray(x, dtype=np.float64) for value, x in zip(graph.inputs, inputs, strict=True)
+    }
+    nodes, _ = made_weights(graph, seed)
+    for node in nodes:
+        compute = np.dtype(compute_dtype(dtype or node.policy))
+        args = [_rounded(values[name], compute) for name in node.inputs]
+        values[node.output.name] = _REFERENCES[type(node.op)](node.op, args, compute)
+    return [values[output.value] for output in graph.outputs]
 
 
-def check_spec(
-    spec: ModelSpec,
+def _rounded(array: Any, dtype: np.dtype[Any]) -> np.ndarray:
+    return np.asarray(array).astype(dtype).astype(np.float64)
+
+
+Reference = Callable[[Any, list[np.ndarray], np.dtype[Any]], np.ndarray]
+
+
+def _conv_transpose(op: ConvTransposeOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    weights = op.weights
+    if not isinstance(weights, LayerWeights):
+        raise InternalError(f"layer {op.layer.name!r}: weights were not made")
+    layer = op.layer
+    return reference.layer(
+        args[0],
+        _rounded(weights.kernel, dtype),
+        None if weights.bias is None else _rounded(weights.bias, dtype),
+        activation_name=layer.activation,
+        strides=layer.strides,
+        padding=layer.padding,
+        output_padding=layer.output_padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+
+
+def _dense(op: DenseOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    bias = None if op.bias is None else _rounded(op.bias, dtype)
+    return reference.dense(args[0], _rounded(op.kernel, dtype), bias, op.activation)
+
+
+def _batch_norm(op: BatchNormOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    return reference.batch_normalization(
+        args[0], op.axis, op.mean, op.variance, op.gamma, op.beta, op.epsilon
+    )
+
+
+def _reshape(op: ReshapeOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    return args[0].reshape((args[0].shape[0], *op.target))
+
+
+def _concatenate(op: ConcatenateOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    return np.concatenate(args, axis=op.axis)
+
+
+def _add(op: AddOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    total = args[0]
+    for other in args[1:]:
+        total = total + other
+    return total
+
+
+_REFERENCES: dict[type, Reference] = {
+    ConvTransposeOp: _conv_transpose,
+    DenseOp: _dense,
+    BatchNormOp: _batch_norm,
+    ActivationOp: lambda op, args, dtype: reference.activation(op.activation, args[0], "channels_last"),
+    ReluOp: lambda op, args, dtype: reference.relu(args[0], op.negative_slope, op.max_value, op.threshold),
+    LeakyReluOp: lambda op, args, dtype: reference.leaky_relu(args[0], op.negative_slope),
+    EluOp: lambda op, args, dtype: reference.elu(args[0], op.alpha),
+    PReluOp: lambda op, args, dtype: reference.prelu(args[0], _rounded(op.alpha, dtype)),
+    SoftmaxOp: lambda op, args, dtype: reference.softmax(args[0], op.axes),
+    IdentityOp: lambda op, args, dtype: args[0],
+    AddOp: _add,
+    ConcatenateOp: _concatenate,
+    ReshapeOp: _reshape,
+    FlattenOp: lambda op, args, dtype: reference.flatten(args[0], op.channels_first),
+    PadOp: lambda op, args, dtype: reference.pad_or_crop(args[0], op.axes, op.begins, op.ends),
+    UpSampleOp: lambda op, args, dtype: reference.upsample(args[0], op.axes, op.factors, op.interpolation),
+}
+
+
+def check_graph(
+    graph: Graph,
     config: SessionConfig | None = None,
     shape: tuple[int, ...] | None = None,
     input_seed: int = 0,
-    opset: int = DEFAULT_OPSET,
-    seed: int | None = None,
+    options: CompileOptions | None = None,
     tolerance_override: float | None = None,
 ) -> CheckReport:
-    """Compile (for the provider that will run it), run on random input, compare."""
+    """Compile (for the provider that will run it), run on random inputs, compare every output.
+    `shape` sizes the first input; the others take its batch and fill dynamic sizes."""
     config = config or SessionConfig()
     provider = resolve_provider(config.provider)
-    model = compile_spec(spec, opset=opset, seed=seed, target=provider)
-    x = np.random.default_rng(input_seed).standard_normal(concrete_input_shape(spec, shape))
-    x = x.astype(spec.input_dtype)
-    result = run_model(model, x, config)
-    actual = next(iter(result.outputs.values())).astype(np.float64)
-    expected = reference_output(spec, x, seed)
-    if actual.shape != expected.shape:
-        raise AssertionError(f"internal error: output shape {actual.shape} != reference {expected.shape}")
-    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
-    error = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
-    compute = spec.layers[-1].dtype
+    options = replace(options or CompileOptions(), target=provider)
+    model = compile_model(graph, options)
+    rng = np.random.default_rng(input_seed)
+    feeds: dict[str, np.ndarray] = {}
+    for index, value in enumerate(graph.inputs):
+        if index == 0:
+            dims = concrete_input_shape(value.shape, shape)
+        else:
+            batch = next(iter(feeds.values())).shape[0]
+            dims = concrete_input_shape((value.shape[0] or batch, *value.shape[1:]))
+        dtype = io_dtype(options.dtype) if options.dtype else value.dtype
+        feeds[value.name] = rng.standard_normal(dims).astype(dtype)
+    result = run_model(model, feeds, config)
+    expected = reference_outputs(graph, list(feeds.values()), options.seed, options.dtype)
+    error, scale = 0.0, 1.0
+    for (name, actual), want in zip(result.outputs.items(), expected, strict=True):
+        if actual.shape != want.shape:
+            raise InternalError(f"output {name}: shape {actual.shape} != the reference's {want.shape}")
+        if want.size:
+            scale = max(scale, float(np.max(np.abs(want))))
+            error = max(error, float(np.max(np.abs(actual.astype(np.float64) - want))))
+    dtype = _least_precise({compute_dtype(options.dtype or node.policy) for node in graph.nodes})
     return CheckReport(
         provider=result.provider,
-        input_shape=tuple(x.shape),
-        dtype=compute,
+        input_shape=tuple(next(iter(feeds.values())).shape),
+        dtype=dtype,
         max_abs_error=error,
         scale=scale,
         tolerance=tolerance_override
         if tolerance_override is not None
-        else tolerance(compute, result.provider, config.use_tf32),
+        else tolerance(dtype, result.provider, config.use_tf32),
         cpu_nodes=result.cpu_nodes,
     )
+
+
+def _least_precise(dtypes: set[str]) -> str:
+    for dtype in ("float16", "float32", "float64"):
+        if dtype in dtypes:
+            return dtype
+    return "float32"

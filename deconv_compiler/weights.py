@@ -214,21 +214,28 @@ def _check_shape(
 # --- initializers --------------------------------------------------------------------------
 
 
-def initial_weights(
-    kernel_initializer: KerasObject,
-    bias_initializer: KerasObject,
-    kernel_shape: tuple[int, ...],
-    use_bias: bool,
-    seed: int,
-) -> LayerWeights:
-    """Weights drawn from the layer's initializers, reproducible for a given seed."""
-    kernel = initial_value(kernel_initializer, kernel_shape, np.random.default_rng([seed, 0]))
-    bias = (
-        initial_value(bias_initializer, (kernel_shape[-2],), np.random.default_rng([seed, 1]))
-        if use_bias
-        else None
-    )
-    return LayerWeights(kernel=kernel, bias=bias, origin=f"initializers (seed {seed})")
+@dataclass(frozen=True, eq=False)
+class InitializerWeights:
+    """A layer's weights that no file gives: its initializers make them when the model is
+    compiled, seeded by the layer's own `seed`, else by the model seed and the layer's `index`
+    (so the same spec and seed give the same weights, whatever else the model holds)."""
+
+    kernel_initializer: KerasObject
+    bias_initializer: KerasObject
+    kernel_shape: tuple[int, ...]  # Keras layout
+    use_bias: bool
+    seed: int | None
+    index: int
+
+    def made(self, model_seed: int) -> LayerWeights:
+        seed = self.seed if self.seed is not None else model_seed * 1000 + self.index
+        kernel = initial_value(self.kernel_initializer, self.kernel_shape, np.random.default_rng([seed, 0]))
+        bias = (
+            initial_value(self.bias_initializer, (self.kernel_shape[-2],), np.random.default_rng([seed, 1]))
+            if self.use_bias
+            else None
+        )
+        return LayerWeights(kernel=kernel, bias=bias, origin=f"initializers (seed {seed})")
 
 
 def compute_fans(

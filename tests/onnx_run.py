@@ -30,3 +30,27 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-5, c
     scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
     error = float(np.max(np.abs(actual.astype(np.float64) - expected))) if expected.size else 0.0
     assert error <= rtol * scale, f"{context}: max error {error:.3g} > {rtol:g} x scale {scale:.3g}"
+
+
+def compile_spec(spec: Any, **options: Any) -> onnx.ModelProto:
+    """A spec (a `ModelSpec`, a mapping or a path) through the one compile path, with `options`
+    as `CompileOptions` takes them."""
+    import deconv_compiler as dc
+
+    model_spec = spec if isinstance(spec, dc.ModelSpec) else dc.load_spec(spec)
+    return dc.compile_model(dc.spec_graph(model_spec), dc.CompileOptions(**options))
+
+
+def compile_graph(graph: Any, **options: Any) -> onnx.ModelProto:
+    """An IR graph (from a Keras file) through the one compile path."""
+    import deconv_compiler as dc
+
+    return dc.compile_model(graph, dc.CompileOptions(**options))
+
+
+def spec_reference(spec: Any, x: np.ndarray, seed: int | None = None) -> np.ndarray:
+    """A single-output spec's numpy reference, with the compiled model's weights."""
+    import deconv_compiler as dc
+    from deconv_compiler.verification import reference_outputs
+
+    return reference_outputs(dc.spec_graph(spec), [x], seed)[0]

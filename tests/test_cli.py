@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 from deconv_compiler.cli.main import main
 
 from deconv_compiler import runtime
-from deconv_compiler.plan import MAX_OPSET, MIN_OPSET
+from deconv_compiler.options import MAX_OPSET, MIN_OPSET
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

@@ -18,7 +18,7 @@ import pytest
 import deconv_compiler as dc
 from deconv_compiler.strategies import STRATEGIES
 from tests import keras_oracle as oracle
-from tests.onnx_run import run_cpu
+from tests.onnx_run import compile_spec, run_cpu
 
 pytestmark = pytest.mark.keras
 if importlib.util.find_spec("keras") is None or importlib.util.find_spec("jax") is None:
@@ -48,11 +48,11 @@ def test_matches_keras(case: oracle.CaseConfig) -> None:
     model_spec = dc.load_spec(spec)
     opset = {} if case.opset is None else {"opset": case.opset}
     for target in ("cpu", "cuda"):  # the CUDA target's Slice-cropped form must match Keras too
-        actual = run_cpu(dc.compile_spec(model_spec, target=target, **opset), x)  # strategy auto
+        actual = run_cpu(compile_spec(model_spec, target=target, **opset), x)  # strategy auto
         _assert_matches_keras(actual, expected, f"target {target}; {_describe(case, spec)}")
     for strategy in STRATEGIES:  # and every strategy forced, wherever it applies to every layer
         try:
-            model = dc.compile_spec(model_spec, strategy=strategy, **opset)
+            model = compile_spec(model_spec, strategy=strategy, **opset)
         except dc.CompileError as exc:
             assert "does not apply" in str(exc)
             continue

@@ -57,8 +57,7 @@ from hypothesis import strategies as st
 import deconv_compiler as dc
 from deconv_compiler import reference
 from deconv_compiler.activations import NAMES as ACTIVATION_NAMES
-from deconv_compiler.verification import reference_output
-from tests.onnx_run import assert_close, run_cpu
+from tests.onnx_run import assert_close, compile_graph, compile_spec, run_cpu, spec_reference
 
 # --- hypothesis profiles -------------------------------------------------------------------------
 
@@ -1224,7 +1223,7 @@ def sensitivity(spec: dc.ModelSpec, x: np.ndarray, expected: np.ndarray, seed: i
     eps = max(float(np.finfo(np.dtype(layer.dtype)).eps) for layer in spec.layers)
     noise = np.random.default_rng(seed).standard_normal(x.shape)
     with np.errstate(all="ignore"):
-        moved = reference_output(spec, x.astype(np.float64) * (1 + 2 * eps * noise))
+        moved = spec_reference(spec, x.astype(np.float64) * (1 + 2 * eps * noise))
         scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
         return float(np.max(np.abs(moved - expected), initial=0.0)) / scale
 
@@ -1240,7 +1239,7 @@ def check_valid_spec(spec: dc.ModelSpec, data: st.DataObject, context: str) -> N
     float64 = any(layer.dtype == "float64" for layer in spec.layers)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = dc.compile_spec(spec)
+        model = compile_spec(spec)
     unexpected = [w for w in caught if not issubclass(w.category, dc.DeconvWarning)]
     assert not unexpected, f"{context}: compile warned: {[str(w.message) for w in unexpected]}"
     assert bool(caught) == float64, f"{context}: DeconvWarning {'missing' if float64 else 'unexpected'}"
@@ -1263,7 +1262,7 @@ def check_valid_spec(spec: dc.ModelSpec, data: st.DataObject, context: str) -> N
     if not feasible.compare:
         return
     with np.errstate(all="ignore"):  # the oracle, not the system under test
-        expected = reference_output(spec, x)
+        expected = spec_reference(spec, x)
     dtypes = {layer.dtype for layer in spec.layers}
     limit = min(float(np.finfo(np.dtype(dtype)).max) for dtype in (*dtypes, spec.output_dtype)) / 4
     if not np.all(np.isfinite(expected)) or float(np.max(np.abs(expected), initial=0.0)) > limit:
@@ -1319,7 +1318,7 @@ def _npz_bytes() -> bytes:
 
 def _onnx_bytes() -> bytes:
     spec = dc.load_spec({"type": "Conv1DTranspose", "filters": 1, "kernel_size": 2, "input_shape": [3, 1]})
-    return dc.compile_spec(spec).SerializeToString()
+    return compile_spec(spec).SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -1701,7 +1700,6 @@ def _config_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...
 @settings(max_examples=KERAS_EXAMPLES)
 @given(data=st.data())
 def test_any_mutated_keras_config_gives_a_model_that_runs_or_a_located_error(data: st.DataObject) -> None:
-    from deconv_compiler.compiler import compile_keras_model
     from deconv_compiler.keras_file import SavedModel
     from deconv_compiler.keras_model import parse_saved_model
 
@@ -1719,8 +1717,8 @@ def test_any_mutated_keras_config_gives_a_model_that_runs_or_a_located_error(dat
             parent[path[-1]] = copy.deepcopy(value)
     try:
         graph = parse_saved_model(SavedModel("model.keras", "keras", config, weights, None))
-        model = compile_keras_model(graph)
-    except dc.SpecError as exc:
+        model = compile_graph(graph)
+    except dc.KerasModelError as exc:
         assert all(p.file == "model.keras" for p in exc.problems)
         return
     except dc.CompileError as exc:
@@ -1729,7 +1727,7 @@ def test_any_mutated_keras_config_gives_a_model_that_runs_or_a_located_error(dat
     feeds = []
     for value in graph.inputs:
         shape = [2 if size is None else size for size in value.shape]
-        feeds.append(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+        feeds.append(np.random.default_rng(0).standard_normal(shape).astype(value.dtype))
     from tests.onnx_run import run_all
 
     outputs = run_all(model, *feeds)

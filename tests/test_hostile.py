@@ -22,6 +22,7 @@ import pytest
 
 import deconv_compiler as dc
 from deconv_compiler.errors import format_path
+from tests.onnx_run import compile_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_EXAMPLE = ROOT / "specs" / "seed_example.yaml"
@@ -188,7 +189,7 @@ def _deconvc(*args: str | Path) -> list[str]:
 def test_a_killed_compile_leaves_the_previous_file_intact(tmp_path: Path, sig: signal.Signals) -> None:
     spec = _write(tmp_path / "big.yaml", BIG_SPEC)
     out = tmp_path / "model.onnx"
-    dc.save_model(dc.compile_spec(dc.load_spec(SEED_EXAMPLE)), out)
+    dc.save_model(compile_spec(dc.load_spec(SEED_EXAMPLE)), out)
     previous = out.read_bytes()
     process = subprocess.Popen(
         _deconvc("compile", spec, "-o", out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -203,7 +204,7 @@ def test_a_killed_compile_leaves_the_previous_file_intact(tmp_path: Path, sig: s
     assert after == previous or onnx.load_from_string(after).graph.initializer[0].dims == [1024, 512, 10, 10]
     if sig == signal.SIGTERM:
         assert not temporary.exists()  # the handler unwinds: the temporary is removed at once
-    dc.save_model(dc.compile_spec(dc.load_spec(SEED_EXAMPLE)), out)  # the next save clears leftovers
+    dc.save_model(compile_spec(dc.load_spec(SEED_EXAMPLE)), out)  # the next save clears leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml", "model.onnx"]
 
 
@@ -224,7 +225,7 @@ def test_output_is_byte_identical_across_processes(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         subprocess.run(_deconvc("compile", spec, "-o", out), check=True, capture_output=True, env=env)
         outputs.append(out.read_bytes())
-    assert outputs[0] == outputs[1] == dc.compile_spec(dc.load_spec(spec)).SerializeToString()
+    assert outputs[0] == outputs[1] == compile_spec(dc.load_spec(spec)).SerializeToString()
 
 
 def test_eight_parallel_compiles_into_one_directory_lose_nothing(tmp_path: Path) -> None:
@@ -247,7 +248,7 @@ def test_eight_parallel_compiles_into_one_directory_lose_nothing(tmp_path: Path)
     assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
     for i in range(8):
         written = (tmp_path / f"m{i}.onnx").read_bytes()
-        assert written == dc.compile_spec(dc.load_spec(specs[i])).SerializeToString()
+        assert written == compile_spec(dc.load_spec(specs[i])).SerializeToString()
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -28,6 +28,7 @@ from deconv_compiler.inspection import (
     render_text,
     summary_to_json,
 )
+from tests.onnx_run import compile_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -36,7 +37,7 @@ SEED_EXAMPLE = SPECS / "seed_example.yaml"  # Conv2DTranspose(32, 2, 2, relu) on
 
 
 def _compile_to_file(spec: Path, path: Path, opset: int = 17) -> Path:
-    dc.save_model(dc.compile_spec(dc.load_spec(spec), opset=opset, strategy="native"), path)
+    dc.save_model(compile_spec(dc.load_spec(spec), opset=opset, strategy="native"), path)
     return path
 
 
@@ -350,7 +351,7 @@ def test_initializers_listed_as_inputs_are_not_inputs() -> None:
 
 
 def test_external_data_is_not_read(tmp_path: Path) -> None:
-    model = dc.compile_spec(dc.load_spec(SEED_EXAMPLE), strategy="native")
+    model = compile_spec(dc.load_spec(SEED_EXAMPLE), strategy="native")
     path = tmp_path / "ext.onnx"
     onnx.save(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
     (tmp_path / "weights.bin").unlink()  # the summary needs only shapes and types

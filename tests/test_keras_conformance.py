@@ -28,10 +28,9 @@ if importlib.util.find_spec("keras") is None or importlib.util.find_spec("jax") 
 import jax  # noqa: E402
 import keras  # noqa: E402
 
-from deconv_compiler.compiler import compile_keras_model  # noqa: E402
 from deconv_compiler.keras_model import load_keras_model  # noqa: E402
 from tests import keras_networks as nets  # noqa: E402
-from tests.onnx_run import assert_close, run_all  # noqa: E402
+from tests.onnx_run import assert_close, compile_graph, run_all  # noqa: E402
 from tests.test_cli import _executable  # noqa: E402
 
 N_NETWORKS = 200  # even seeds Sequential, odd seeds Functional
@@ -67,13 +66,11 @@ def test_random_networks_match_keras(seed: int, tmp_path: Path) -> None:
     assert [v.name for v in graph.inputs] == [t.name.split(":")[0] for t in network.model.inputs] or len(
         graph.inputs
     ) == 1
-    compare(compile_keras_model(graph), expected, network.inputs, network.id)
+    compare(compile_graph(graph), expected, network.inputs, network.id)
     if seed % CUDA_EVERY == 0:
-        compare(compile_keras_model(graph, target="cuda"), expected, network.inputs, f"{network.id} (cuda)")
+        compare(compile_graph(graph, target="cuda"), expected, network.inputs, f"{network.id} (cuda)")
     if seed % CUDA_EVERY == 1:  # the plain ConvTranspose graph, whatever auto would pick
-        compare(
-            compile_keras_model(graph, strategy="native"), expected, network.inputs, f"{network.id} (native)"
-        )
+        compare(compile_graph(graph, strategy="native"), expected, network.inputs, f"{network.id} (native)")
 
 
 def test_the_random_networks_cover_what_they_must() -> None:
@@ -150,7 +147,7 @@ def test_legacy_h5_written_by_keras_matches(tutorial: tuple[str, Path, keras.Mod
     x = np.random.default_rng(4).standard_normal((2, *model.inputs[0].shape[1:])).astype(np.float32)
     graph = load_keras_model(path)
     assert graph.format == "h5"
-    compare(compile_keras_model(graph), keras_outputs(model, [x]), [x], f"{name} (.h5)")
+    compare(compile_graph(graph), keras_outputs(model, [x]), [x], f"{name} (.h5)")
 
 
 @pytest.mark.parametrize("seed", [1, 3, 8, 13])
@@ -162,7 +159,7 @@ def test_config_json_with_weights_h5_matches(seed: int, tmp_path: Path) -> None:
     graph = load_keras_model(config, weights)
     assert graph.format == "json"
     expected = keras_outputs(network.model, network.inputs)
-    compare(compile_keras_model(graph), expected, network.inputs, f"{network.id} (json + weights.h5)")
+    compare(compile_graph(graph), expected, network.inputs, f"{network.id} (json + weights.h5)")
 
 
 def test_one_layer_config_with_npz_matches(tmp_path: Path) -> None:
@@ -176,4 +173,4 @@ def test_one_layer_config_with_npz_matches(tmp_path: Path) -> None:
     np.savez(tmp_path / "layer.npz", kernel=kernel, bias=bias)
     graph = load_keras_model(tmp_path / "layer.json", tmp_path / "layer.npz")
     assert graph.inputs[0].shape == (None, None, None, 3)  # only the channels are known
-    compare(compile_keras_model(graph), [expected], [x], "one layer (json + npz)")
+    compare(compile_graph(graph), [expected], [x], "one layer (json + npz)")

@@ -1,4 +1,4 @@
-"""Keras model configs → `KerasGraph` → ONNX, from hand-written configs (no Keras needed).
+"""Keras model configs → the IR (`ir.Graph`) → ONNX, from hand-written configs (no Keras needed).
 
 The numbers are checked against real Keras in test_keras_models.py; here: what each layer's
 config turns into (shapes, layouts, folding) and every refusal, named by layer.
@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deconv_compiler.compiler import compile_keras_model
-from deconv_compiler.errors import SpecError
+from deconv_compiler.errors import KerasModelError
+from deconv_compiler.ir import Graph
 from deconv_compiler.keras_file import SavedModel
-from deconv_compiler.keras_model import KerasGraph, parse_saved_model
-from tests.onnx_run import run_all
+from deconv_compiler.keras_model import parse_saved_model
+from tests.onnx_run import compile_graph, run_all
 
 RNG = np.random.default_rng(7)
 
@@ -29,12 +29,12 @@ def sequential(*layers: dict[str, Any], input_shape: list[int | None]) -> dict[s
     return {"class_name": "Sequential", "config": {"name": "seq", "layers": [first, *layers]}}
 
 
-def graph_of(config: dict[str, Any], **weights: tuple[np.ndarray, ...]) -> KerasGraph:
+def graph_of(config: dict[str, Any], **weights: tuple[np.ndarray, ...]) -> Graph:
     return parse_saved_model(SavedModel("model.keras", "keras", config, weights, "3.15.1"))
 
 
 def refusal(config: dict[str, Any], **weights: tuple[np.ndarray, ...]) -> str:
-    with pytest.raises(SpecError) as caught:
+    with pytest.raises(KerasModelError) as caught:
         graph_of(config, **weights)
     return str(caught.value)
 
@@ -62,7 +62,7 @@ def test_shapes_follow_keras_through_a_decoder() -> None:
         "bn": tuple(RNG.uniform(0.5, 1.5, size=4) for _ in range(4)),
     }
     graph = graph_of(config, **weights)
-    assert [(n.layer, n.shape) for n in graph.nodes] == [
+    assert [(n.name, n.output.shape) for n in graph.nodes] == [
         ("dense", (None, 12)),
         ("reshape", (None, 2, 2, 3)),
         ("up", (None, 4, 4, 4)),
@@ -73,7 +73,7 @@ def test_shapes_follow_keras_through_a_decoder() -> None:
         ("ups", (None, 8, 12, 4)),
         ("flat", (None, 384)),
     ]
-    model = compile_keras_model(graph)
+    model = compile_graph(graph)
     ops = [node.op_type for node in model.graph.node]
     assert "BatchNormalization" not in ops and ops.count("Mul") == 0  # folded into the kernel
     assert ops.count("ConvTranspose") == 1
@@ -94,7 +94,7 @@ def test_batch_norm_is_folded_only_where_it_may_be() -> None:
         up=(RNG.normal(size=(2, 2, 4, 2)), RNG.normal(size=4)),
         bn=bn_weights,
     )
-    ops = [node.op_type for node in compile_keras_model(graph).graph.node]
+    ops = [node.op_type for node in compile_graph(graph).graph.node]
     assert ops.count("Mul") == 1 and "BatchNormalization" not in ops  # Mul + Add, not folded
 
 
@@ -125,7 +125,7 @@ def test_functional_dag_shares_one_transpose_per_tensor() -> None:
     kernels = {name: (RNG.normal(size=(1, 1, 2, 3)), RNG.normal(size=2)) for name in ("a", "b")}
     graph = graph_of(config, **kernels)
     assert [o.name for o in graph.outputs] == ["cat", "sum"]
-    model = compile_keras_model(graph)
+    model = compile_graph(graph)
     ops = [node.op_type for node in model.graph.node]
     assert ops.count("Transpose") == 3  # z in; cat and sum out
     assert [o.name for o in model.graph.output] == ["cat", "sum"]
@@ -227,12 +227,12 @@ def test_functional_dag_shares_one_transpose_per_tensor() -> None:
         pytest.param(
             sequential(
                 layer(
-                    "Dense", "d", units=2, dtype={"class_name": "DTypePolicy", "config": {"name": "float16"}}
+                    "Dense", "d", units=2, dtype={"class_name": "DTypePolicy", "config": {"name": "bfloat16"}}
                 ),
                 input_shape=[4],
             ),
             {"d": (np.zeros((4, 2)), np.zeros(2))},
-            "d (Dense).dtype: only float32 models are supported, this layer uses 'float16'",
+            "d (Dense).dtype: 'bfloat16' is not supported: onnxruntime has no ConvTranspose kernel for bfloat16",
             id="dtype",
         ),
         pytest.param(
@@ -299,7 +299,7 @@ def test_a_tf_keras_2_functional_config() -> None:
     kernel = RNG.normal(size=(3, 3, 2, 4))
     beta, mean, variance = RNG.normal(size=2), RNG.normal(size=2), RNG.uniform(0.5, 2.0, size=2)
     graph = graph_of(config, deconv=(kernel,), bn=(beta, mean, variance))
-    model = compile_keras_model(graph)
+    model = compile_graph(graph)
     assert [n.op_type for n in model.graph.node] == ["Transpose", "ConvTranspose", "LeakyRelu", "Transpose"]
     x = RNG.normal(size=(2, 3, 3, 4)).astype(np.float32)
     (y,) = run_all(model, x)

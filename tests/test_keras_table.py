@@ -11,7 +11,7 @@ import pytest
 
 import deconv_compiler as dc
 from tests.keras_table import BASIC_SHAPES, CONSISTENCY_1D, ConsistencyCase, ShapeCase
-from tests.onnx_run import run_cpu
+from tests.onnx_run import compile_spec, run_cpu
 
 
 def test_table_has_the_80_cases_of_keras_consistency_test() -> None:
@@ -39,7 +39,7 @@ def test_consistency_1d(case: ConsistencyCase) -> None:
         "batch_size": 1,
         "weights": [kernel, np.zeros(1)],
     }
-    y = run_cpu(dc.compile_spec(dc.load_spec(spec)), np.ones((1, 3, 1), np.float32))
+    y = run_cpu(compile_spec(dc.load_spec(spec)), np.ones((1, 3, 1), np.float32))
     np.testing.assert_array_equal(y.reshape(-1), np.asarray(expected, np.float32))
 
 
@@ -61,5 +61,5 @@ def test_basic_output_shapes(case: ShapeCase) -> None:
     }
     model_spec = dc.load_spec(spec)
     assert model_spec.output_shape == tuple(case.output_shape)
-    y = run_cpu(dc.compile_spec(model_spec), np.zeros(case.input_shape, np.float32))
+    y = run_cpu(compile_spec(model_spec), np.zeros(case.input_shape, np.float32))
     assert y.shape == tuple(case.output_shape)

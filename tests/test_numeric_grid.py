@@ -10,7 +10,7 @@ import pytest
 
 import deconv_compiler as dc
 from deconv_compiler import reference
-from tests.onnx_run import assert_close, run_cpu
+from tests.onnx_run import assert_close, compile_spec, run_cpu
 
 
 def _compile_and_compare(
@@ -38,7 +38,7 @@ def _compile_and_compare(
         "dtype": dtype,
         "weights": [kernel] if bias is None else [kernel, bias],
     }
-    model = dc.compile_spec(dc.load_spec(spec), opset=opset, target=target, strategy=strategy)
+    model = compile_spec(dc.load_spec(spec), opset=opset, target=target, strategy=strategy)
     per_axis = {
         name: (args.get(name, default),) * rank
         if isinstance(args.get(name, default), int)
@@ -229,7 +229,7 @@ def test_dynamic_spatial_dims_run_at_several_sizes(rank: int) -> None:
         "input_shape": [None] * rank + [3],
         "weights": [kernel, bias],
     }
-    model = dc.compile_spec(dc.load_spec(spec), target="cuda")  # the Slice crop is size-independent too
+    model = compile_spec(dc.load_spec(spec), target="cuda")  # the Slice crop is size-independent too
     for size in (1, 2, 5):
         x = rng.standard_normal((2, *(size,) * rank, 3)).astype(np.float32)
         expected = reference.conv_transpose(
@@ -273,7 +273,7 @@ def test_chain_matches_reference_layer_by_layer() -> None:
         output_padding=(1, 1),
         **common,
     )
-    assert_close(run_cpu(dc.compile_spec(dc.load_spec(spec)), x), expected)
+    assert_close(run_cpu(compile_spec(dc.load_spec(spec)), x), expected)
 
 
 def test_mixed_data_formats_in_one_chain() -> None:
@@ -295,7 +295,7 @@ def test_mixed_data_formats_in_one_chain() -> None:
     expected = reference.conv_transpose(
         hidden, k2, None, strides=(1, 1), data_format="channels_first", **common
     )
-    assert_close(run_cpu(dc.compile_spec(dc.load_spec(spec)), x), expected)
+    assert_close(run_cpu(compile_spec(dc.load_spec(spec)), x), expected)
 
 
 # --- every lowering strategy where it applies, refused by name where it does not -----------------
@@ -379,7 +379,7 @@ def test_strategies_keep_dynamic_sizes(strategy: str) -> None:
     }
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal((3, 3, 2, 3))
-    model = dc.compile_spec(dc.load_spec({**spec, "weights": [kernel, np.zeros(2)]}), strategy=strategy)
+    model = compile_spec(dc.load_spec({**spec, "weights": [kernel, np.zeros(2)]}), strategy=strategy)
     for size in (1, 4, 7):
         x = rng.standard_normal((1, size, size + 1, 3)).astype(np.float32)
         expected = reference.layer(

@@ -17,8 +17,8 @@ import deconv_compiler as dc
 from deconv_compiler import runtime
 from deconv_compiler.errors import RuntimeFailure
 from deconv_compiler.runtime import ProviderUnavailable, SessionConfig
-from deconv_compiler.verification import check_spec, reference_output
-from tests.onnx_run import assert_close
+from deconv_compiler.verification import check_graph
+from tests.onnx_run import assert_close, compile_spec, spec_reference
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SEED_EXAMPLE = SPECS / "seed_example.yaml"
@@ -26,7 +26,7 @@ CUDA_REASON = runtime.cuda_unavailable_reason()
 
 
 def test_run_on_cpu_reports_the_provider_and_no_fallback() -> None:
-    model = dc.compile_spec(dc.load_spec(SEED_EXAMPLE))
+    model = compile_spec(dc.load_spec(SEED_EXAMPLE))
     result = runtime.run_model(model, np.ones((4, 10, 8, 128), np.float32))
     assert result.provider == "cpu" and result.cpu_nodes == ()
     assert result.outputs["output"].shape == (4, 20, 16, 32) and result.seconds > 0
@@ -42,7 +42,7 @@ def test_cuda_request_without_cuda_is_an_error_with_the_reason() -> None:
     with pytest.raises(ProviderUnavailable) as info:
         runtime.resolve_provider("cuda")
     assert str(info.value) == f"--provider cuda: {CUDA_REASON}"
-    model = dc.compile_spec(dc.load_spec(SEED_EXAMPLE))
+    model = compile_spec(dc.load_spec(SEED_EXAMPLE))
     with pytest.raises(ProviderUnavailable):  # never a silent CPU run
         runtime.run_model(model, np.ones((4, 10, 8, 128), np.float32), SessionConfig(provider="cuda"))
 
@@ -61,7 +61,7 @@ def test_unknown_provider_is_refused() -> None:
 
 def test_session_settings_reach_onnxruntime() -> None:
     ort = runtime.onnxruntime()
-    model = dc.compile_spec(dc.load_spec(SEED_EXAMPLE))
+    model = compile_spec(dc.load_spec(SEED_EXAMPLE))
     session = runtime.make_session(model, SessionConfig(threads=1, spinning=False, optimization="basic"))
     options = session.inner.get_session_options()
     assert options.intra_op_num_threads == 1
@@ -70,7 +70,7 @@ def test_session_settings_reach_onnxruntime() -> None:
 
 
 def test_node_placement_comes_from_a_real_profile(tmp_path: Path) -> None:
-    model = dc.compile_spec(dc.load_spec(SPECS / "dcgan_generator.yaml"))
+    model = compile_spec(dc.load_spec(SPECS / "dcgan_generator.yaml"))
     session = runtime.make_session(model, SessionConfig(optimization="disable"), str(tmp_path))
     session.inner.run(None, {"latent_features": np.ones((1, 7, 7, 256), np.float32)})
     placed = runtime.node_placement(session.inner.end_profiling())
@@ -80,7 +80,7 @@ def test_node_placement_comes_from_a_real_profile(tmp_path: Path) -> None:
 
 
 def test_benchmark_statistics_and_flops() -> None:
-    model = dc.compile_spec(dc.load_spec(SEED_EXAMPLE))
+    model = compile_spec(dc.load_spec(SEED_EXAMPLE))
     x = np.ones((4, 10, 8, 128), np.float32)
     result = runtime.benchmark(model, x, SessionConfig(threads=1, spinning=False), warmup=2, iterations=15)
     assert len(result.latencies_ms) == 15 and result.iterations == 15
@@ -100,7 +100,7 @@ def test_benchmark_statistics_and_flops() -> None:
 
 
 def test_flops_count_every_layer_of_a_chain_with_dynamic_sizes() -> None:
-    model = dc.compile_spec(dc.load_spec(SPECS / "dcgan_generator.yaml"))
+    model = compile_spec(dc.load_spec(SPECS / "dcgan_generator.yaml"))
     expected = 2 * 3 * (7 * 7 * 256 * 128 * 25 + 7 * 7 * 128 * 64 * 25 + 14 * 14 * 64 * 1 * 25)
     assert runtime.conv_transpose_flops(model, (3, 7, 7, 256)) == expected
 
@@ -108,7 +108,7 @@ def test_flops_count_every_layer_of_a_chain_with_dynamic_sizes() -> None:
 def test_float64_compiles_with_a_warning_and_fails_on_cpu_with_the_remedy() -> None:
     spec = dc.load_spec({"filters": 2, "kernel_size": 3, "input_shape": [4, 4, 2], "dtype": "float64"})
     with pytest.warns(dc.DeconvWarning, match="no float64 ConvTranspose kernel"):
-        model = dc.compile_spec(spec)
+        model = compile_spec(spec)
     with pytest.raises(RuntimeFailure, match="run a float64 model with --provider cuda"):
         runtime.run_model(model, np.zeros((1, 4, 4, 2)))
 
@@ -125,7 +125,7 @@ def test_mixed_float16_takes_and_gives_float32_and_computes_in_float16() -> None
             "dtype": "mixed_float16",
         }
     )
-    model = dc.compile_spec(spec)
+    model = compile_spec(spec)
     assert [n.op_type for n in model.graph.node] == [
         "Transpose",
         "Cast",
@@ -137,7 +137,7 @@ def test_mixed_float16_takes_and_gives_float32_and_computes_in_float16() -> None
     x = np.random.default_rng(0).standard_normal((2, 5, 4, 2)).astype(np.float32)
     y = runtime.run_model(model, x).outputs["output"]
     assert y.dtype == np.float32
-    assert_close(y, reference_output(spec, x), rtol=1e-2)
+    assert_close(y, spec_reference(spec, x), rtol=1e-2)
     assert model.graph.initializer[0].data_type == 10  # float16 weights, as Keras casts them
 
 
@@ -145,7 +145,7 @@ def test_float16_on_cpu_runs_through_inserted_casts() -> None:
     spec = dc.load_spec(
         {"filters": 3, "kernel_size": 3, "strides": 2, "input_shape": [5, 4, 2], "dtype": "float16"}
     )
-    report = check_spec(spec)
+    report = check_graph(dc.spec_graph(spec))
     assert report.dtype == "float16" and report.passed and report.tolerance == 1e-2
 
 
@@ -153,15 +153,15 @@ def test_float16_on_cpu_runs_through_inserted_casts() -> None:
     "path", sorted(SPECS.glob("*.yaml")) + sorted(SPECS.glob("*.json")), ids=lambda p: p.name
 )
 def test_check_passes_for_every_example(path: Path) -> None:
-    report = check_spec(dc.load_spec(path), SessionConfig(threads=1))
+    report = check_graph(dc.spec_graph(dc.load_spec(path)), SessionConfig(threads=1))
     assert report.passed, report
     assert report.relative_error <= 1e-5 and report.provider == "cpu"
 
 
 def test_check_fills_dynamic_sizes_and_honours_a_given_shape() -> None:
     spec = dc.load_spec(SPECS / "dilated_with_weights.yaml")
-    assert check_spec(spec).input_shape == (2, 5, 5, 2)
-    assert check_spec(spec, shape=(1, 3, 7, 2)).input_shape == (1, 3, 7, 2)
+    assert check_graph(dc.spec_graph(spec)).input_shape == (2, 5, 5, 2)
+    assert check_graph(dc.spec_graph(spec), shape=(1, 3, 7, 2)).input_shape == (1, 3, 7, 2)
 
 
 def test_reference_output_is_independent_of_the_compiled_graph() -> None:
@@ -176,7 +176,7 @@ def test_reference_output_is_independent_of_the_compiled_graph() -> None:
             "weights": [[[[1.0]], [[2.0]]], [0.5]],
         }
     )
-    y = reference_output(spec, np.array([[[1.0], [2.0], [3.0]]]))
+    y = spec_reference(spec, np.array([[[1.0], [2.0], [3.0]]]))
     np.testing.assert_array_equal(y.reshape(-1), [1.5, 2.5, 2.5, 4.5, 3.5, 6.5])
 
 

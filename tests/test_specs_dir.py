@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 import deconv_compiler as dc
-from deconv_compiler.verification import reference_output
-from tests.onnx_run import assert_close, run_cpu
+from tests.onnx_run import assert_close, compile_spec, run_cpu, spec_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_FILES = sorted(p for p in (ROOT / "specs").iterdir() if p.suffix in (".yaml", ".yml", ".json"))
@@ -26,11 +25,11 @@ def test_there_are_examples() -> None:
 @pytest.mark.parametrize("path", SPEC_FILES, ids=[p.name for p in SPEC_FILES])
 def test_example_compiles_runs_and_matches_reference(path: Path) -> None:
     spec = dc.load_spec(path)
-    model = dc.compile_spec(spec)
+    model = compile_spec(spec)
     rng = np.random.default_rng(0)
     shape = tuple(3 if d is None else d for d in spec.input_shape)
     x = rng.standard_normal(shape).astype(np.float32)
-    expected = reference_output(spec, x)  # the numpy reference, with the model's own weights
+    expected = spec_reference(spec, x)  # the numpy reference, with the model's own weights
     assert_close(run_cpu(model, x), expected, context=path.name)
 
 

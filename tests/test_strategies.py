@@ -13,7 +13,7 @@ import pytest
 
 import deconv_compiler as dc
 from deconv_compiler import reference
-from tests.onnx_run import assert_close, run_cpu
+from tests.onnx_run import assert_close, compile_spec, run_cpu
 from tests.test_cli import assert_clean_failure, invoke
 
 RNG = np.random.default_rng(3)
@@ -54,12 +54,12 @@ def strategies(model: onnx.ModelProto) -> dict[str, str]:
     ],
 )
 def test_auto_follows_the_measured_rule(args: dict[str, Any], expected: str) -> None:
-    model = dc.compile_spec(dc.load_spec(layer(**args)))
+    model = compile_spec(dc.load_spec(layer(**args)))
     assert strategies(model) == {"conv2d_transpose": expected}
 
 
 def test_auto_keeps_native_on_the_cuda_target() -> None:
-    assert strategies(dc.compile_spec(dc.load_spec(layer()), target="cuda")) == {"conv2d_transpose": "native"}
+    assert strategies(compile_spec(dc.load_spec(layer()), target="cuda")) == {"conv2d_transpose": "native"}
 
 
 def test_model_and_layer_strategies_and_the_override() -> None:
@@ -73,10 +73,10 @@ def test_model_and_layer_strategies_and_the_override() -> None:
         ],
     }
     loaded = dc.load_spec(spec)
-    model = dc.compile_spec(loaded)
+    model = compile_spec(loaded)
     assert strategies(model) == {"conv2d_transpose": "native", "conv2d_transpose_1": "subpixel"}
     assert ops(model).count("DepthToSpace") == 1
-    forced = dc.compile_spec(loaded, strategy="native")
+    forced = compile_spec(loaded, strategy="native")
     assert set(strategies(forced).values()) == {"native"} and "DepthToSpace" not in ops(forced)
 
 
@@ -95,7 +95,7 @@ def test_a_strategy_that_cannot_apply_names_the_layer(tmp_path: Path) -> None:
 def test_tune_times_the_candidates_and_records_them() -> None:
     kernel, bias = RNG.standard_normal((3, 3, 4, 3)), RNG.standard_normal(4)
     spec = dc.load_spec(layer(weights=[kernel, bias], batch_size=2))
-    model = dc.compile_spec(spec, strategy="tune")
+    model = compile_spec(spec, strategy="tune")
     props = {p.key: p.value for p in model.metadata_props}
     tuning = json.loads(props["deconv_compiler.tuning"])["conv2d_transpose"]
     assert set(tuning["time_vs_native"]) == {"native", "conv"}  # the strategies that apply to stride 1

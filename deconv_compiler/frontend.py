@@ -1,0 +1,55 @@
+"""A path → which front end reads it, told by content (the name only breaks ties), in one place.
+
+- a saved Keras model (`.keras` zip, HDF5 `.h5`, or a Keras config JSON: a top-level object with
+  `class_name` and `config`) → `keras_model.load_keras_model`;
+- an ONNX model (binary, not a saved Keras model) → only `run`, `bench` and `inspect` take it;
+- anything else is a spec (YAML or JSON text) → `spec.load_spec`, then `spec.spec_graph`.
+Nothing here imports onnx.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from deconv_compiler.arguments import MAX_WEIGHT_BYTES
+from deconv_compiler.ir import Graph
+
+FileKind = Literal["spec", "keras", "onnx"]
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def file_kind(path: Path, weights: Path | None = None) -> FileKind:
+    """What `path` holds. A `weights` file goes with a Keras config only; a file named like a
+    Keras model that is none is read as one anyway, so the error says what is wrong with it."""
+    from deconv_compiler.keras_file import is_saved_model
+
+    if weights is not None or path.suffix.lower() in KERAS_SUFFIXES or is_saved_model(path):
+        return "keras"
+    if path.suffix.lower() == ".onnx" or _looks_binary(path):
+        return "onnx"
+    return "spec"
+
+
+def _looks_binary(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False  # the spec reader reports the missing file
+    return b"\x00" in head or any(b > 0x7F for b in head[:8])
+
+
+def load_model(
+    path: str | Path, weights: str | Path | None = None, max_weight_bytes: int = MAX_WEIGHT_BYTES
+) -> Graph:
+    """A spec or a saved Keras model (config JSON + `weights` included) as the compiler's IR;
+    raises `SpecError` or `KerasModelError` listing every problem."""
+    path = Path(path)
+    if file_kind(path, None if weights is None else Path(weights)) == "keras":
+        from deconv_compiler.keras_model import load_keras_model
+
+        return load_keras_model(path, weights, max_weight_bytes)
+    from deconv_compiler.spec import load_spec, spec_graph
+
+    return spec_graph(load_spec(path, max_weight_bytes))
