@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deconv_compiler.arguments import MAX_WEIGHT_BYTES
+from deconv_compiler.arguments import MAX_SIZE, MAX_WEIGHT_BYTES
 from deconv_compiler.conv_layer import Problems
 from deconv_compiler.dtypes import POLICIES, REFUSED_DTYPES, compute_dtype, io_dtype
 from deconv_compiler.errors import FieldPath, KerasModelError, Problem, shown
@@ -96,6 +96,9 @@ class _KerasGraphReader:
         """A model input; its dtype from the InputLayer's config (Keras' default float32)."""
         policy = self.policy(config, (name,))
         if policy is None:
+            return None
+        if any(size is not None and size > MAX_SIZE for size in shape):
+            self.fail((name,), f"the input shape {_shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)")
             return None
         value = Value(name, shape, io_dtype(policy))
         self.inputs.append(value)
@@ -317,6 +320,9 @@ class _KerasGraphReader:
         if result is None or len(self.problems.found) > before:
             return None
         op, shape = result
+        if any(size is not None and size > MAX_SIZE for size in shape):
+            self.fail(path, f"the output shape {_shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)")
+            return None
         output = Value(name if node_index == 0 else f"{name}:{node_index}", shape, compute_dtype(policy))
         self.nodes.append(Node(name, class_name, op, tuple(t.value.name for t in inputs), output, policy))
         return _Tensor(output, io_dtype(policy))
@@ -389,3 +395,7 @@ def _call_inputs(call: Any) -> list[tuple[str, int]] | None:
         if all(_is_ref(c[:3]) for c in call):
             return [(c[0], c[1]) for c in call]
     return None
+
+
+def _shape_text(shape: Shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
