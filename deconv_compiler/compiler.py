@@ -54,7 +54,15 @@ def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.M
         tuned, timings = tune(graph, options)
     with _within_protobuf_limit():
         plan = plan_graph(graph, options, tuned)
-        metadata = model_metadata(graph, options, plan.strategies, plan.weight_origins, timings)
+        metadata = model_metadata(
+            graph,
+            target=options.target,
+            seed=options.seed,
+            dtype=options.dtype,
+            strategies=plan.strategies,
+            weight_origins=plan.weight_origins,
+            tuning=timings,
+        )
         model = build_model(plan, metadata)
     check_model(model)
     return model

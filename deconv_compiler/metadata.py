@@ -16,7 +16,6 @@ from typing import Any
 
 from deconv_compiler import __version__
 from deconv_compiler.ir import Graph, KerasOrigin, SpecOrigin
-from deconv_compiler.options import CompileOptions
 
 VERSION = "deconv_compiler.version"
 SPEC = "deconv_compiler.spec"
@@ -31,21 +30,25 @@ JSON_KEYS = (SPEC, TUNING, WEIGHTS, KERAS, STRATEGIES)
 
 def model_metadata(
     graph: Graph,
-    options: CompileOptions,
+    *,
+    target: str,
+    seed: int | None,
+    dtype: str | None,
     strategies: Mapping[str, str],
     weight_origins: Mapping[str, str],
     tuning: Mapping[str, Any],
 ) -> tuple[tuple[str, str], ...]:
-    """The metadata of `graph` compiled with `options` (target resolved)."""
+    """The metadata of `graph` compiled for `target` (resolved), with the options' `seed` and
+    `dtype` (None where the model's own were used)."""
     entries: list[tuple[str, str]] = [(VERSION, __version__)]
     if isinstance(graph.origin, SpecOrigin):
         config = dict(graph.origin.config)
-        if options.seed is not None:
-            config["seed"] = options.seed
+        if seed is not None:
+            config["seed"] = seed
         entries.append((SPEC, _json(config, compact=True)))
-    entries.append((TARGET, options.target))
-    if options.dtype is not None:
-        entries.append((DTYPE, options.dtype))
+    entries.append((TARGET, target))
+    if dtype is not None:
+        entries.append((DTYPE, dtype))
     if tuning:
         entries.append((TUNING, _json(tuning)))
     if isinstance(graph.origin, SpecOrigin):
