@@ -22,10 +22,10 @@ import click
 import numpy as np
 
 import deconv_compiler
-from deconv_compiler.arguments import MAX_WEIGHT_BYTES
 from deconv_compiler.errors import DeconvError, DeconvWarning, InvalidInput, RuntimeFailure
 from deconv_compiler.frontend import file_kind, load_model
 from deconv_compiler.ir import Graph
+from deconv_compiler.limits import MAX_WEIGHT_BYTES
 from deconv_compiler.options import (
     DEFAULT_OPSET,
     DTYPE_CHOICES,

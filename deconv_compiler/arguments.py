@@ -2,7 +2,7 @@
 
 Pydantic models describe what a spec may contain (the JSON Schema in `specs/schema/` is
 generated from them). Checks that depend on the layer's rank or on several arguments at once
-live in `spec`, which uses these models first.
+live in `conv_layer` and `spec`, which use these models first.
 """
 
 from __future__ import annotations
@@ -13,24 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema
 
 from deconv_compiler import activations
 from deconv_compiler.keras_objects import CONSTRAINT, INITIALIZER, REGULARIZER, Vocabulary
+from deconv_compiler.limits import MAX_SIZE
 
 LAYER_TYPES: dict[str, int] = {
     **{f"Conv{r}DTranspose": r for r in (1, 2, 3)},
     **{f"Convolution{r}DTranspose": r for r in (1, 2, 3)},
     **{f"layer_conv_{r}d_transpose": r for r in (1, 2, 3)},
 }
-DTYPES = ("float16", "float32", "float64")
-# Keras dtype policies: variables (and the model's inputs and outputs) in float32, compute in float16.
-POLICIES = {"mixed_float16": "float16"}
-REFUSED_DTYPES = {
-    "bfloat16": "onnxruntime has no ConvTranspose kernel for bfloat16 (CPU or CUDA)",
-    "mixed_bfloat16": "onnxruntime has no ConvTranspose kernel for bfloat16 (CPU or CUDA)",
-}
-
-MAX_SIZE = 2**31 - 1  # any count or length beyond int32 is a typo, not a layer
-# weights above this are refused before anything is allocated
-# An .onnx file is one protobuf, which cannot exceed 2 GiB (external data is not written yet).
-MAX_WEIGHT_BYTES = 3 * 2**29
 PositiveInt = Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)]
 _INT_OR_LIST = {"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]}
 IntOrList = Annotated[Any, WithJsonSchema(_INT_OR_LIST)]

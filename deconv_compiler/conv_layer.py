@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from deconv_compiler import activations, geometry
-from deconv_compiler.arguments import LAYER_TYPES, MAX_SIZE, MAX_WEIGHT_BYTES, LayerArgs
+from deconv_compiler.arguments import LAYER_TYPES, LayerArgs
 from deconv_compiler.dtypes import DTYPES, POLICIES, REFUSED_DTYPES, compute_dtype, io_dtype
 from deconv_compiler.errors import FieldPath, Problem, shown
 from deconv_compiler.keras_objects import (
@@ -33,6 +33,7 @@ from deconv_compiler.keras_objects import (
     Vocabulary,
     parse_keras_object,
 )
+from deconv_compiler.limits import MAX_SIZE, MAX_WEIGHT_BYTES
 from deconv_compiler.weights import LayerWeights, load_layer_weights
 
 # --- the validated, frozen result ---------------------------------------------------------------

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from deconv_compiler.arguments import MAX_WEIGHT_BYTES
 from deconv_compiler.ir import Graph
+from deconv_compiler.limits import MAX_WEIGHT_BYTES
 
 FileKind = Literal["spec", "keras", "onnx"]
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")

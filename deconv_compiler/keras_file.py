@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deconv_compiler.arguments import MAX_WEIGHT_BYTES
 from deconv_compiler.errors import KerasModelError, Problem, shown
+from deconv_compiler.limits import MAX_WEIGHT_BYTES
 from deconv_compiler.weights import pickle_refusal
 
 if TYPE_CHECKING:

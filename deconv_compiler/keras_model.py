@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deconv_compiler.arguments import MAX_SIZE, MAX_WEIGHT_BYTES
 from deconv_compiler.conv_layer import Problems
 from deconv_compiler.dtypes import POLICIES, REFUSED_DTYPES, compute_dtype, io_dtype
 from deconv_compiler.errors import FieldPath, KerasModelError, Problem, shown
 from deconv_compiler.ir import Graph, KerasOrigin, Node, Output, Shape, Value
 from deconv_compiler.keras_file import SavedModel, read_saved_model
 from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT, LayerCall
+from deconv_compiler.limits import MAX_SIZE, MAX_WEIGHT_BYTES
 
 # --- reading -----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deconv_compiler.arguments import MAX_WEIGHT_BYTES, ModelArgs
+from deconv_compiler.arguments import ModelArgs
 from deconv_compiler.conv_layer import (
     ConvTransposeLayer,
     Problems,
@@ -29,6 +29,7 @@ from deconv_compiler.conv_layer import (
 )
 from deconv_compiler.errors import FieldPath, SpecError, format_path, shown
 from deconv_compiler.ir import ConvTransposeOp, Graph, Node, Output, SpecOrigin, Value
+from deconv_compiler.limits import MAX_WEIGHT_BYTES
 from deconv_compiler.source import SpecSource, read_spec_file, source_from_mapping
 from deconv_compiler.weights import InitializerWeights
 
