@@ -40,7 +40,7 @@ from deconv_compiler.ir import (
 )
 from deconv_compiler.options import CompileOptions
 from deconv_compiler.planner import made_weights
-from deconv_compiler.runtime import SessionConfig, resolve_provider, run_model
+from deconv_compiler.runtime import SessionConfig, run_model
 from deconv_compiler.weights import LayerWeights
 
 DEFAULT_SIZES = {"batch": 2, "spatial": 5}
@@ -187,8 +187,8 @@ def check_graph(
     """Compile (for the provider that will run it), run on random inputs, compare every output.
     `shape` sizes the first input; the others take its batch and fill dynamic sizes."""
     config = config or SessionConfig()
-    provider = resolve_provider(config.provider)
-    options = replace(options or CompileOptions(), target=provider)
+    # compiled for the provider that runs it (a CUDA run gets the CUDA-resident lowering)
+    options = replace(options or CompileOptions(), target=config.provider).resolved()
     model = compile_model(graph, options)
     rng = np.random.default_rng(input_seed)
     feeds: dict[str, np.ndarray] = {}
