@@ -81,8 +81,12 @@ class LayerCall:
         return tuple(np.asarray(a) for a in arrays)
 
     def number(self, key: str, default: float | None) -> float | None:
+        """The number at `key` (its default when absent); None when the layer has none (its
+        default is None) or when a problem was reported (a null where a number is needed)."""
         value = self.config.get(key, default)
         if value is None:
+            if default is not None:
+                self.fail("must be a number, got null", key)
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.fail(f"must be a number, got {shown(value)}", key)
@@ -283,18 +287,14 @@ def _activation_layer(ctx: LayerCall) -> tuple[Op, Shape] | None:
 def _relu(ctx: LayerCall) -> tuple[Op, Shape] | None:
     if not ctx.single_input():
         return None
+    before = len(ctx.problems.found)
     max_value = ctx.number("max_value", None)
     slope = ctx.number("negative_slope", 0.0)
     threshold = ctx.number("threshold", 0.0)
-    if (
-        slope is None
-        or threshold is None
-        or slope < 0
-        or threshold < 0
-        or (max_value is not None and max_value < 0)
-    ):
-        if not ctx.problems.found:
-            ctx.fail("max_value, negative_slope and threshold must be non-negative numbers")
+    if slope is None or threshold is None or len(ctx.problems.found) > before:
+        return None
+    if slope < 0 or threshold < 0 or (max_value is not None and max_value < 0):
+        ctx.fail("max_value, negative_slope and threshold must be non-negative numbers")
         return None
     return ReluOp(max_value, slope, threshold), ctx.shape
 
@@ -341,8 +341,11 @@ def _softmax(ctx: LayerCall) -> tuple[Op, Shape] | None:
         return None
     value = ctx.config.get("axis", -1)
     items = value if isinstance(value, list) else [value]
+    if not items:
+        ctx.fail("must be an axis or a non-empty list of axes, got []", "axis")
+        return None
     axes = [ctx.axis(a, "axis") for a in items]
-    if not axes or any(a is None for a in axes):
+    if any(a is None for a in axes):
         return None
     return SoftmaxOp(tuple(sorted({a for a in axes if a is not None}))), ctx.shape
 

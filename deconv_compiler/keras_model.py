@@ -17,7 +17,7 @@ from typing import Any
 
 from deconv_compiler.conv_layer import Problems
 from deconv_compiler.dtypes import POLICIES, REFUSED_DTYPES, compute_dtype, io_dtype
-from deconv_compiler.errors import FieldPath, KerasModelError, Problem, shown
+from deconv_compiler.errors import FieldPath, InternalError, KerasModelError, Problem, shown
 from deconv_compiler.ir import Graph, KerasOrigin, Node, Output, Shape, Value
 from deconv_compiler.keras_file import SavedModel, read_saved_model
 from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT, LayerCall
@@ -317,8 +317,10 @@ class _KerasGraphReader:
         call = LayerCall(name, class_name, config, path, shapes, arrays, policy, self.problems)
         before = len(self.problems.found)
         result = LAYER_PARSERS[class_name](call)
-        if result is None or len(self.problems.found) > before:
+        if len(self.problems.found) > before:
             return None
+        if result is None:  # a parser that refuses must say why
+            raise InternalError(f"the {class_name} parser refused layer {name!r} without naming a problem")
         op, shape = result
         if any(size is not None and size > MAX_SIZE for size in shape):
             self.fail(path, f"the output shape {_shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)")
