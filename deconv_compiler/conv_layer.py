@@ -209,8 +209,10 @@ def parse_conv_layer(
     assert kernel_init is not None and bias_init is not None
 
     assert data_format is not None
-    counts[rank] = counts.get(rank, 0) + 1
-    name = args.name or f"conv{rank}d_transpose" + (f"_{counts[rank] - 1}" if counts[rank] > 1 else "")
+    name = args.name
+    if name is None:  # Keras numbers only the names it makes: conv2d_transpose, conv2d_transpose_1...
+        counts[rank] = counts.get(rank, 0) + 1
+        name = f"conv{rank}d_transpose" + (f"_{counts[rank] - 1}" if counts[rank] > 1 else "")
     if input_shape is None or input_path is None:
         return None
     in_channels, output_shape = _chain_shapes(
