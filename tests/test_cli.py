@@ -1,7 +1,8 @@
 """The `deconvc` command line: through click's CliRunner, and as the installed executable.
 
 Exit codes (README): 0 success, 2 bad spec, file or usage (nothing is written), 1 onnxruntime
-failure. Problems are printed one per line as `file:line: path: message`, never as a traceback.
+failure or a bug of ours (one line asking for a report; the traceback only with --debug).
+Problems are printed one per line as `file:line: path: message`, never as a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import stat
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import onnx
@@ -24,7 +27,8 @@ import pytest
 from click.testing import CliRunner, Result
 from deconv_compiler.cli.main import main
 
-from deconv_compiler import runtime
+from deconv_compiler import compiler, planner, runtime
+from deconv_compiler.errors import InternalError
 from deconv_compiler.options import MAX_OPSET, MIN_OPSET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -669,3 +673,199 @@ def test_compile_target_auto_picks_what_this_machine_can_run(tmp_path: Path) -> 
     result = invoke("compile", SEED_EXAMPLE, "-o", tmp_path / "m.onnx", "--target", "auto")
     assert result.exit_code == 0
     assert f"target {'cpu' if CUDA_REASON else 'cuda'}," in result.stdout
+
+
+# --- a bug of ours: exit 1, one line, the traceback only with --debug -------------------------------
+
+REPORT = "(please report it, with the input; --debug shows the traceback)"
+
+
+def _raise(error: Exception) -> Callable[..., NoReturn]:
+    def broken(*args: object, **kwargs: object) -> NoReturn:
+        raise error
+
+    return broken
+
+
+def _divide_by_zero(layer: Any, *args: object, **kwargs: object) -> Any:
+    return layer.filters // 0  # a bug that is no InternalError
+
+
+INTERNAL_FAILURES = [
+    pytest.param(_raise(InternalError("the plan lost a layer")), "internal error: the plan lost a layer",
+                 id="internal-error"),
+    pytest.param(_divide_by_zero, "internal error: ZeroDivisionError: integer division or modulo by zero", id="unexpected-exception"),
+]  # fmt: skip
+INTERNAL_COMMANDS = [
+    pytest.param(["compile", SEED_EXAMPLE, "-o", "{out}"], id="compile"),
+    pytest.param(["run", SEED_EXAMPLE, "--random"], id="run-a-spec"),
+    pytest.param(["check", SEED_EXAMPLE], id="check"),
+]
+
+
+def _args(args: list[str | Path], out: Path) -> list[str | Path]:
+    return [str(out) if a == "{out}" else a for a in args]
+
+
+@pytest.mark.parametrize("args", INTERNAL_COMMANDS)
+@pytest.mark.parametrize(("broken", "message"), INTERNAL_FAILURES)
+def test_an_internal_error_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: list[str | Path],
+    broken: Callable[..., Any],
+    message: str,
+) -> None:
+    monkeypatch.setattr(planner, "plan_conv", broken)
+    out = tmp_path / "m.onnx"
+    result = invoke(*_args(args, out))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [f"{message} {REPORT}"]
+    assert result.stderr.startswith("internal error: ") and "please report" in result.stderr
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+@pytest.mark.parametrize(("broken", "message"), INTERNAL_FAILURES)
+def test_debug_shows_the_traceback_of_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, broken: Callable[..., Any], message: str
+) -> None:
+    monkeypatch.setattr(planner, "plan_conv", broken)
+    result = invoke("--debug", "compile", SEED_EXAMPLE, "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert any(line.strip().startswith("File ") and "planner.py" in line for line in lines), result.stderr
+    assert lines[-1] == f"{message} {REPORT}"
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_model_that_fails_the_onnx_checker_is_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The real `check_model` on a broken model (a node reads a tensor nothing makes): the checker's
+    multi-line message still becomes one line."""
+    build = compiler.build_model
+
+    def broken_build(*args: Any) -> onnx.ModelProto:
+        model = build(*args)
+        model.graph.node[0].input[0] = "nowhere"
+        return model
+
+    monkeypatch.setattr(compiler, "build_model", broken_build)
+    result = invoke("compile", SEED_EXAMPLE, "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("internal error: the generated model is invalid: ") and line.endswith(REPORT)
+    assert "Traceback" not in result.output
+    debug = invoke("--debug", "compile", SEED_EXAMPLE, "-o", tmp_path / "m.onnx")
+    assert debug.exit_code == 1 and "Traceback (most recent call last):" in debug.stderr
+    assert "ValidationError" in debug.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# --- --dtype ----------------------------------------------------------------------------------------
+
+FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+
+@pytest.mark.parametrize(
+    ("spec_dtype", "dtype", "io_type", "weight_type"),
+    [
+        pytest.param("float32", "float16", FLOAT16, FLOAT16, id="float16"),
+        pytest.param("float32", "mixed_float16", FLOAT, FLOAT16, id="mixed_float16"),
+        pytest.param("float16", "float32", FLOAT, FLOAT, id="float32-over-a-float16-spec"),
+    ],
+)
+def test_compile_and_check_with_a_dtype_policy(
+    tmp_path: Path, spec_dtype: str, dtype: str, io_type: int, weight_type: int
+) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "filters: 3\nkernel_size: 3\nstrides: 2\npadding: same\nactivation: relu\n"
+        f"input_shape: [5, 4, 2]\nbatch_size: 2\ndtype: {spec_dtype}\n"
+    )
+    out = tmp_path / "m.onnx"
+    result = invoke("compile", spec, "-o", out, "--dtype", dtype)
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert [v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)] == [io_type] * 2
+    assert {t.data_type for t in model.graph.initializer if t.name.endswith(("/kernel", "/bias"))} == {
+        weight_type
+    }
+    assert {p.key: p.value for p in model.metadata_props}["deconv_compiler.dtype"] == dtype
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = (
+        np.random.default_rng(0)
+        .standard_normal((2, 5, 4, 2))
+        .astype(onnx.helper.tensor_dtype_to_np_dtype(io_type))
+    )
+    (y,) = session.run(None, {"input": x})
+    assert y.shape == (2, 10, 8, 3) and y.dtype == x.dtype
+    checked = invoke("check", spec, "--dtype", dtype)
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.startswith(f"PASS: {spec} on cpu, input (2, 5, 4, 2) ")
+
+
+# --- commands that build nothing start without onnx ---------------------------------------------------
+
+IMPORT_PROBE = """
+import sys
+from deconv_compiler.cli.main import main
+try:
+    main(sys.argv[1:], prog_name="deconvc")
+finally:
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "onnxruntime", "ml_dtypes"))
+    print("LOADED:" + ",".join(loaded), file=sys.stderr)
+"""
+
+
+def _heavy_modules(*args: str | Path) -> tuple[int, set[str]]:
+    """Run the console entry (deconv_compiler.cli.main:main) in a fresh interpreter; which of
+    onnx, onnxruntime and ml_dtypes it imported."""
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("LOADED:"), proc.stderr
+    return proc.returncode, {m.split(".")[0] for m in last.removeprefix("LOADED:").split(",") if m}
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        pytest.param(["--help"], 0, id="help"),
+        pytest.param(["compile", "--help"], 0, id="compile-help"),
+        pytest.param(["validate", SEED_EXAMPLE], 0, id="validate-spec"),
+        pytest.param(["validate", SPECS / "dilated_with_weights.yaml"], 0, id="validate-spec-with-npz"),
+        pytest.param(["validate", "{bad}"], 2, id="validate-bad-spec"),
+        pytest.param(["validate", "{keras}", "--weights", "{npz}"], 0, id="validate-keras-config"),
+        pytest.param(["schema"], 0, id="schema"),
+    ],
+)
+def test_commands_that_build_nothing_do_not_import_onnx(
+    tmp_path: Path, bad_spec: Path, args: list[str | Path], code: int
+) -> None:
+    keras, npz = tmp_path / "layer.json", tmp_path / "layer.npz"
+    keras.write_text(
+        json.dumps(
+            {"class_name": "Conv2DTranspose", "config": {"name": "up", "filters": 2, "kernel_size": [2, 2]}}
+        )
+    )
+    np.savez(npz, kernel=np.zeros((2, 2, 2, 3)), bias=np.zeros(2))
+    given = {"{bad}": bad_spec, "{keras}": keras, "{npz}": npz}
+    returncode, heavy = _heavy_modules(*(given.get(str(a), a) for a in args))
+    assert returncode == code
+    assert heavy == set()
+
+
+def test_the_import_probe_sees_onnx_where_it_is_imported(tmp_path: Path) -> None:
+    """The probe above can fail: `compile` imports onnx, and it sees it."""
+    returncode, heavy = _heavy_modules("compile", SEED_EXAMPLE, "-o", tmp_path / "m.onnx")
+    assert returncode == 0 and {"onnx", "ml_dtypes"} <= heavy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import zlib
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ def _compile_and_compare(
     strategy: str | None = None,
 ) -> None:
     rank = x.ndim - 2
-    rng = np.random.default_rng(abs(hash(str(sorted(args.items())))) % 2**32)
+    # a stable digest of the case: hash() varies with PYTHONHASHSEED, so failures would not reproduce
+    rng = np.random.default_rng(zlib.crc32(repr(sorted(args.items())).encode()))
     data_format = args.get("data_format", "channels_last")
     in_channels = x.shape[-1] if data_format == "channels_last" else x.shape[1]
     kernel_size = args["kernel_size"]

@@ -13,6 +13,7 @@ from onnx import helper
 
 import deconv_compiler as dc
 from tests.onnx_run import compile_spec
+from tests.test_geometry import PADS_TABLE  # the hand-worked table; here: the emitted node
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -67,18 +68,7 @@ def test_kernel_is_permuted_not_flipped() -> None:
     np.testing.assert_array_equal(w, kernel.transpose(3, 2, 0, 1).astype(np.float32))
 
 
-@pytest.mark.parametrize(
-    ("k", "s", "padding", "op", "pads", "output_padding"),
-    [
-        (2, 4, "valid", None, [0, 0], [2]),  # k < s: output extended by op, never negative pads
-        (3, 2, "valid", 1, [0, 0], [1]),
-        (4, 2, "same", None, [1, 1], [0]),
-        (3, 2, "same", 1, [0, 1], [0]),  # total 2*(3//2) - 1 = 1: the odd pixel at the end
-        (5, 3, "same", 0, [2, 2], [0]),
-        (2, 3, "same", 2, [0, 0], [0]),
-        (1, 3, "same", None, [0, 0], [2]),
-    ],
-)
+@pytest.mark.parametrize(("k", "s", "padding", "op", "pads", "output_padding"), PADS_TABLE)
 def test_explicit_pads_table(
     k: int, s: int, padding: str, op: int | None, pads: list[int], output_padding: list[int]
 ) -> None:

@@ -1,6 +1,7 @@
-"""Keras model configs → the IR (`ir.Graph`) → ONNX, from hand-written configs (no Keras needed).
+"""The Keras front end (`keras_model`): Keras model configs → the IR (`ir.Graph`) → ONNX, from
+hand-written configs (no Keras needed).
 
-The numbers are checked against real Keras in test_keras_models.py; here: what each layer's
+The numbers are checked against real Keras in test_keras_conformance.py; here: what each layer's
 config turns into (shapes, layouts, folding) and every refusal, named by layer.
 """
 
@@ -12,35 +13,16 @@ import numpy as np
 import pytest
 
 from deconv_compiler.errors import KerasModelError
-from deconv_compiler.ir import Graph
-from deconv_compiler.keras_file import SavedModel
-from deconv_compiler.keras_model import parse_saved_model
+from tests.keras_configs import conv, graph_of, layer, sequential
 from tests.onnx_run import compile_graph, run_all
 
 RNG = np.random.default_rng(7)
-
-
-def layer(class_name: str, name: str, **config: Any) -> dict[str, Any]:
-    return {"module": "keras.layers", "class_name": class_name, "config": {"name": name, **config}}
-
-
-def sequential(*layers: dict[str, Any], input_shape: list[int | None]) -> dict[str, Any]:
-    first = layer("InputLayer", "input_layer", batch_shape=[None, *input_shape])
-    return {"class_name": "Sequential", "config": {"name": "seq", "layers": [first, *layers]}}
-
-
-def graph_of(config: dict[str, Any], **weights: tuple[np.ndarray, ...]) -> Graph:
-    return parse_saved_model(SavedModel("model.keras", "keras", config, weights, "3.15.1"))
 
 
 def refusal(config: dict[str, Any], **weights: tuple[np.ndarray, ...]) -> str:
     with pytest.raises(KerasModelError) as caught:
         graph_of(config, **weights)
     return str(caught.value)
-
-
-def conv(name: str, filters: int, kernel: int, **config: Any) -> dict[str, Any]:
-    return layer("Conv2DTranspose", name, filters=filters, kernel_size=[kernel, kernel], **config)
 
 
 def test_shapes_follow_keras_through_a_decoder() -> None:
