@@ -456,6 +456,15 @@ def _fold(node: Node, bn: BatchNormOp) -> Node | None:
 
 # --- one node: a planner per op type ------------------------------------------------------------
 
+
+def _single_input(p: _Planner, node: Node) -> tuple[str, str, Perm]:
+    """A one-input layer's input as it reads it (its compute dtype, the layout the tensor has),
+    that dtype and that layout."""
+    dtype = compute_dtype(p.policy(node))
+    x = p.operand(node.name, node.inputs[0], dtype)
+    return x, dtype, p.layouts[x]
+
+
 OpPlanner = Callable[[_Planner, Node, Any], None]
 _OP_PLANNERS: dict[type, OpPlanner] = {}
 
@@ -497,10 +506,8 @@ def _identity(p: _Planner, node: Node, op: IdentityOp) -> None:
 
 @_plans(DenseOp)
 def _dense(p: _Planner, node: Node, op: DenseOp) -> None:
-    dtype = compute_dtype(p.policy(node))
     scope = node.name
-    x = p.operand(scope, node.inputs[0], dtype)
-    layout = p.layouts[x]
+    x, dtype, layout = _single_input(p, node)
     rank = len(layout)
     last = rank - 1
     if rank > 2 and layout[1] == last:
@@ -526,9 +533,7 @@ def _dense(p: _Planner, node: Node, op: DenseOp) -> None:
 
 @_plans(BatchNormOp)
 def _batch_norm(p: _Planner, node: Node, op: BatchNormOp) -> None:
-    dtype = compute_dtype(p.policy(node))
-    x = p.operand(node.name, node.inputs[0], dtype)
-    layout = p.layouts[x]
+    x, dtype, layout = _single_input(p, node)
     inv, shift = _bn_affine(op)
     shape = [1] * len(layout)
     shape[layout.index(op.axis)] = -1
@@ -539,9 +544,8 @@ def _batch_norm(p: _Planner, node: Node, op: BatchNormOp) -> None:
 
 @_plans(ActivationOp)
 def _activation_layer(p: _Planner, node: Node, op: ActivationOp) -> None:
-    dtype = compute_dtype(p.policy(node))
-    x = p.operand(node.name, node.inputs[0], dtype)
-    p.define(node.output.name, _activation(p, node, x, op.activation, dtype), p.layouts[x])
+    x, dtype, layout = _single_input(p, node)
+    p.define(node.output.name, _activation(p, node, x, op.activation, dtype), layout)
 
 
 def _activation(p: _Planner, node: Node, x: str, activation: str, dtype: str) -> str:
@@ -560,10 +564,8 @@ def _activation(p: _Planner, node: Node, x: str, activation: str, dtype: str) ->
 @_plans(ReluOp)
 def _relu(p: _Planner, node: Node, op: ReluOp) -> None:
     """Keras' `activations.relu(x, negative_slope, max_value, threshold)`, step for step."""
-    dtype = compute_dtype(p.policy(node))
     scope = node.name
-    x = p.operand(scope, node.inputs[0], dtype)
-    layout = p.layouts[x]
+    x, dtype, layout = _single_input(p, node)
     if op.negative_slope != 0 and op.max_value is None and op.threshold == 0:
         p.define(node.output.name, p.node(scope, dtype, "LeakyRelu", [x], alpha=op.negative_slope), layout)
         return
@@ -587,24 +589,19 @@ def _relu(p: _Planner, node: Node, op: ReluOp) -> None:
 
 @_plans(LeakyReluOp)
 def _leaky_relu(p: _Planner, node: Node, op: LeakyReluOp) -> None:
-    dtype = compute_dtype(p.policy(node))
-    x = p.operand(node.name, node.inputs[0], dtype)
-    y = p.node(node.name, dtype, "LeakyRelu", [x], alpha=op.negative_slope)
-    p.define(node.output.name, y, p.layouts[x])
+    x, dtype, layout = _single_input(p, node)
+    p.define(node.output.name, p.node(node.name, dtype, "LeakyRelu", [x], alpha=op.negative_slope), layout)
 
 
 @_plans(EluOp)
 def _elu(p: _Planner, node: Node, op: EluOp) -> None:
-    dtype = compute_dtype(p.policy(node))
-    x = p.operand(node.name, node.inputs[0], dtype)
-    p.define(node.output.name, p.node(node.name, dtype, "Elu", [x], alpha=op.alpha), p.layouts[x])
+    x, dtype, layout = _single_input(p, node)
+    p.define(node.output.name, p.node(node.name, dtype, "Elu", [x], alpha=op.alpha), layout)
 
 
 @_plans(PReluOp)
 def _prelu(p: _Planner, node: Node, op: PReluOp) -> None:
-    dtype = compute_dtype(p.policy(node))
-    x = p.operand(node.name, node.inputs[0], dtype)
-    layout = p.layouts[x]
+    x, dtype, layout = _single_input(p, node)
     slope = np.transpose(op.alpha[None, ...], layout)
     y = p.node(node.name, dtype, "PRelu", [x, p.floats(slope, dtype, f"{node.name}/alpha")])
     p.define(node.output.name, y, layout)
@@ -612,10 +609,8 @@ def _prelu(p: _Planner, node: Node, op: PReluOp) -> None:
 
 @_plans(SoftmaxOp)
 def _softmax(p: _Planner, node: Node, op: SoftmaxOp) -> None:
-    dtype = compute_dtype(p.policy(node))
     scope = node.name
-    x = p.operand(scope, node.inputs[0], dtype)
-    layout = p.layouts[x]
+    x, dtype, layout = _single_input(p, node)
     rank = len(layout)
     axes = [layout.index(a) for a in op.axes]
     if len(axes) == 1:
@@ -623,11 +618,11 @@ def _softmax(p: _Planner, node: Node, op: SoftmaxOp) -> None:
         size = node.output.shape[op.axes[0]]
         p.steps.append(ActivationStep(scope, dtype, x, out, "softmax", ActivationSite(axes[0], rank, size)))
         p.dtypes[out] = dtype
-    elif p.options.opset >= 18:  # Keras: exp(x - logsumexp(x, axes, keepdims=True)) over several axes
-        lse = p.node(scope, dtype, "ReduceLogSumExp", [x, _i64(axes)], keepdims=1)
-        out = p.node(scope, dtype, "Exp", [p.node(scope, dtype, "Sub", [x, lse])])
-    else:
-        lse = p.node(scope, dtype, "ReduceLogSumExp", [x], axes=axes, keepdims=1)
+    else:  # Keras: exp(x - logsumexp(x, axes, keepdims=True)) over several axes
+        if p.options.opset >= 18:  # axes became an input in opset 18
+            lse = p.node(scope, dtype, "ReduceLogSumExp", [x, _i64(axes)], keepdims=1)
+        else:
+            lse = p.node(scope, dtype, "ReduceLogSumExp", [x], axes=axes, keepdims=1)
         out = p.node(scope, dtype, "Exp", [p.node(scope, dtype, "Sub", [x, lse])])
     p.define(node.output.name, out, layout)
 
@@ -649,18 +644,16 @@ def _merge(p: _Planner, node: Node, op: AddOp | ConcatenateOp) -> None:
 
 @_plans(ReshapeOp)
 def _reshape(p: _Planner, node: Node, op: ReshapeOp) -> None:
-    dtype = compute_dtype(p.policy(node))
-    x = p.operand(node.name, node.inputs[0], dtype)
-    x = p.in_layout(node.name, x, tuple(range(len(p.layouts[x]))))
+    x, dtype, layout = _single_input(p, node)
+    x = p.in_layout(node.name, x, tuple(range(len(layout))))
     out = p.node(node.name, dtype, "Reshape", [x, _i64([0, *op.target])])
     p.define(node.output.name, out, tuple(range(len(node.output.shape))))
 
 
 @_plans(FlattenOp)
 def _flatten(p: _Planner, node: Node, op: FlattenOp) -> None:
-    dtype = compute_dtype(p.policy(node))
-    x = p.operand(node.name, node.inputs[0], dtype)
-    in_rank = len(p.layouts[x])
+    x, dtype, layout = _single_input(p, node)
+    in_rank = len(layout)
     order = (0, *range(2, in_rank), 1) if op.channels_first and in_rank > 2 else tuple(range(in_rank))
     x = p.in_layout(node.name, x, order)
     p.define(node.output.name, p.node(node.name, dtype, "Reshape", [x, _i64([0, -1])]), (0, 1))
@@ -668,10 +661,8 @@ def _flatten(p: _Planner, node: Node, op: FlattenOp) -> None:
 
 @_plans(PadOp)
 def _pad(p: _Planner, node: Node, op: PadOp) -> None:
-    dtype = compute_dtype(p.policy(node))
     scope = node.name
-    x = p.operand(scope, node.inputs[0], dtype)
-    layout = p.layouts[x]
+    x, dtype, layout = _single_input(p, node)
     rank = len(layout)
     positions = [layout.index(a) for a in op.axes]
     if all(b >= 0 and e >= 0 for b, e in zip(op.begins, op.ends, strict=True)):
@@ -688,10 +679,8 @@ def _pad(p: _Planner, node: Node, op: PadOp) -> None:
 
 @_plans(UpSampleOp)
 def _upsample(p: _Planner, node: Node, op: UpSampleOp) -> None:
-    dtype = compute_dtype(p.policy(node))
     scope = node.name
-    x = p.operand(scope, node.inputs[0], dtype)
-    layout = p.layouts[x]
+    x, dtype, layout = _single_input(p, node)
     rank = len(layout)
     if op.interpolation == "bilinear":
         # onnxruntime's linear Resize is for N,C,H,W (or N,H,W,C); take the conv layout.
