@@ -108,3 +108,28 @@ def test_tune_times_the_candidates_and_records_them() -> None:
         data_format="channels_last",
     )  # fmt: skip
     assert_close(run_cpu(model, x), expected)
+
+
+def test_tune_on_a_keras_model_goes_through_the_same_pipeline() -> None:
+    """A saved model's transposed convolutions are tuned like a spec's (one tuner, one planner):
+    the choice is recorded, used, and the model (BatchNormalization folded) keeps Keras' numbers."""
+    from deconv_compiler.verification import reference_outputs
+    from tests.keras_configs import conv, graph_of, layer, sequential
+
+    config = sequential(
+        conv("up", 4, 3, strides=[1, 1], padding="same", use_bias=False),
+        layer("BatchNormalization", "bn", axis=-1, epsilon=1e-3),
+        layer("ReLU", "relu"),
+        input_shape=[6, 6, 3],
+    )
+    bn = tuple(np.abs(RNG.standard_normal(4)) + 0.5 for _ in range(4))
+    graph = graph_of(config, up=(RNG.standard_normal((3, 3, 4, 3)),), bn=bn)
+    model = dc.compile_model(graph, dc.CompileOptions(strategy="tune"))
+    props = {p.key: p.value for p in model.metadata_props}
+    tuning = json.loads(props["deconv_compiler.tuning"])["up"]
+    assert set(tuning["time_vs_native"]) == {"native", "conv"}
+    assert strategies(model) == {"up": tuning["chosen"]}
+    chosen_op = "Conv" if tuning["chosen"] == "conv" else "ConvTranspose"
+    assert chosen_op in ops(model) and "BatchNormalization" not in ops(model) and "Mul" not in ops(model)
+    x = RNG.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    assert_close(run_cpu(model, x), reference_outputs(graph, [x])[0])
