@@ -40,6 +40,7 @@ class ActivationSite:
 
 Lowering = Callable[[Emitter, str, ActivationSite], str]
 FLOAT32 = 1  # onnx.TensorProto.FLOAT
+FLOAT64 = 11  # onnx.TensorProto.DOUBLE
 
 
 def _one(em: Emitter, op_type: str, inputs: list[str], **attrs: Any) -> str:
@@ -241,7 +242,7 @@ def _sparsemax(em: Emitter, x: str, site: ActivationSite) -> str:
     else:
         k = em.const(np.array([site.axis_size], np.int64))
     z_sorted = em.op("TopK", [x, k], n_outputs=2, axis=axis, largest=1, sorted=1)[0]
-    cumsum = _one(em, "CumSum", [z_sorted, em.const(np.array(axis, np.int64))])
+    cumsum = _cumsum(em, z_sorted, axis)
     ranks = _ranks(em, x, site)
     # support: z_sorted - (cumsum - 1) / r > 0, written as Keras writes it
     margin = _one(em, "Sub", [z_sorted, _one(em, "Div", [_one(em, "Sub", [cumsum, em.const(1.0)]), ranks])])
@@ -251,6 +252,15 @@ def _sparsemax(em: Emitter, x: str, site: ActivationSite) -> str:
     summed = _reduce_sum(em, _mul(em, support_f, cumsum), axis)
     tau = _one(em, "Div", [_one(em, "Sub", [summed, em.const(1.0)]), k_z])
     return _one(em, "Relu", [_one(em, "Sub", [x, tau])])
+
+
+def _cumsum(em: Emitter, x: str, axis: int) -> str:
+    """Prefix sums along `axis`. CumSum takes float16 only from opset 14: below, in float32."""
+    axis_const = em.const(np.array(axis, np.int64))
+    if em.opset >= 14 or em.float_type in (FLOAT32, FLOAT64):
+        return _one(em, "CumSum", [x, axis_const])
+    wide = _one(em, "Cast", [x], to=FLOAT32)
+    return _one(em, "Cast", [_one(em, "CumSum", [wide, axis_const])], to=em.float_type)
 
 
 def _ranks(em: Emitter, x: str, site: ActivationSite) -> str:
