@@ -264,12 +264,14 @@ def plan_conv(
 
 def _cast(layer: str, tensor: str, array: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     """Weights in the layer's dtype; values the dtype cannot hold (an initializer's constant
-    of 1e300 in float32, say) are an error, not infinities in the model."""
+    of 1e300 in float32, a Keras weight of 1e5 compiled in float16) are an error, not infinities."""
     with np.errstate(over="ignore"):
         cast = array.astype(dtype)
     if not np.all(np.isfinite(cast)):
+        largest = float(np.max(np.abs(array)))
         raise CompileError(
-            f"layer {layer!r}: its {tensor} overflows {dtype} (check the initializer's arguments)"
+            f"layer {layer!r}: its {tensor} holds values beyond the {dtype} range (|x| up to "
+            f"{largest:.4g}); compile it in a wider dtype (--dtype) or check the initializer's arguments"
         )
     return cast
 
@@ -343,8 +345,10 @@ class _Planner:
         self.aliases[name] = tensor
         self.layouts[tensor] = layout
 
-    def floats(self, array: Any, dtype: str, name: str | None = None) -> Constant:
-        return Constant(np.ascontiguousarray(np.asarray(array, dtype=np.dtype(dtype))), name)
+    def floats(self, layer: str, array: Any, dtype: str, name: str | None = None) -> Constant:
+        """A constant of `layer` in its compute dtype; one that overflows it is an error, not an infinity."""
+        value = np.asarray(array, dtype=np.float64)
+        return Constant(np.ascontiguousarray(_cast(layer, name or "constant", value, np.dtype(dtype))), name)
 
 
 def plan_graph(graph: Graph, options: CompileOptions, tuned: Mapping[str, str] | None = None) -> Plan:
@@ -514,17 +518,17 @@ def _dense(p: _Planner, node: Node, op: DenseOp) -> None:
         # Keras' last axis is the internal channel axis: a 1x1 Conv, no transposes.
         units, channels = op.kernel.shape[1], op.kernel.shape[0]
         weight = op.kernel.T.reshape(units, channels, *[1] * (rank - 2))
-        inputs: list[str | Constant] = [x, p.floats(weight, dtype, f"{scope}/kernel")]
+        inputs: list[str | Constant] = [x, p.floats(node.name, weight, dtype, f"{scope}/kernel")]
         if op.bias is not None:
-            inputs.append(p.floats(op.bias, dtype, f"{scope}/bias"))
+            inputs.append(p.floats(node.name, op.bias, dtype, f"{scope}/bias"))
         y = p.node(scope, dtype, "Conv", inputs, kernel_shape=[1] * (rank - 2))
     else:
         if layout[-1] != last:
             layout = tuple(range(rank))
             x = p.in_layout(scope, x, layout)
-        y = p.node(scope, dtype, "MatMul", [x, p.floats(op.kernel, dtype, f"{scope}/kernel")])
+        y = p.node(scope, dtype, "MatMul", [x, p.floats(node.name, op.kernel, dtype, f"{scope}/kernel")])
         if op.bias is not None:
-            y = p.node(scope, dtype, "Add", [y, p.floats(op.bias, dtype, f"{scope}/bias")])
+            y = p.node(scope, dtype, "Add", [y, p.floats(node.name, op.bias, dtype, f"{scope}/bias")])
     p.layouts[y] = layout
     if op.activation != "linear":
         y = _activation(p, node, y, op.activation, dtype)
@@ -537,8 +541,8 @@ def _batch_norm(p: _Planner, node: Node, op: BatchNormOp) -> None:
     inv, shift = _bn_affine(op)
     shape = [1] * len(layout)
     shape[layout.index(op.axis)] = -1
-    y = p.node(node.name, dtype, "Mul", [x, p.floats(inv.reshape(shape), dtype)])
-    y = p.node(node.name, dtype, "Add", [y, p.floats(shift.reshape(shape), dtype)])
+    y = p.node(node.name, dtype, "Mul", [x, p.floats(node.name, inv.reshape(shape), dtype)])
+    y = p.node(node.name, dtype, "Add", [y, p.floats(node.name, shift.reshape(shape), dtype)])
     p.define(node.output.name, y, layout)
 
 
@@ -569,20 +573,20 @@ def _relu(p: _Planner, node: Node, op: ReluOp) -> None:
     if op.negative_slope != 0 and op.max_value is None and op.threshold == 0:
         p.define(node.output.name, p.node(scope, dtype, "LeakyRelu", [x], alpha=op.negative_slope), layout)
         return
-    zero = p.floats(0.0, dtype)
+    zero = p.floats(node.name, 0.0, dtype)
     if op.threshold != 0:
-        above = p.node(scope, dtype, "Greater", [x, p.floats(op.threshold, dtype)])
+        above = p.node(scope, dtype, "Greater", [x, p.floats(node.name, op.threshold, dtype)])
         y = p.node(scope, dtype, "Where", [above, x, zero])
     else:
         y = p.node(scope, dtype, "Relu", [x])
     if op.max_value is not None:
-        y = p.node(scope, dtype, "Clip", [y, zero, p.floats(op.max_value, dtype)])
+        y = p.node(scope, dtype, "Clip", [y, zero, p.floats(node.name, op.max_value, dtype)])
     if op.negative_slope != 0:
         shifted = p.node(scope, dtype, "Neg", [x])
         if op.threshold != 0:
-            shifted = p.node(scope, dtype, "Add", [shifted, p.floats(op.threshold, dtype)])
+            shifted = p.node(scope, dtype, "Add", [shifted, p.floats(node.name, op.threshold, dtype)])
         negative = p.node(scope, dtype, "Relu", [shifted])
-        scaled = p.node(scope, dtype, "Mul", [negative, p.floats(op.negative_slope, dtype)])
+        scaled = p.node(scope, dtype, "Mul", [negative, p.floats(node.name, op.negative_slope, dtype)])
         y = p.node(scope, dtype, "Sub", [y, scaled])
     p.define(node.output.name, y, layout)
 
@@ -603,7 +607,7 @@ def _elu(p: _Planner, node: Node, op: EluOp) -> None:
 def _prelu(p: _Planner, node: Node, op: PReluOp) -> None:
     x, dtype, layout = _single_input(p, node)
     slope = np.transpose(op.alpha[None, ...], layout)
-    y = p.node(node.name, dtype, "PRelu", [x, p.floats(slope, dtype, f"{node.name}/alpha")])
+    y = p.node(node.name, dtype, "PRelu", [x, p.floats(node.name, slope, dtype, f"{node.name}/alpha")])
     p.define(node.output.name, y, layout)
 
 

@@ -520,3 +520,12 @@ def test_initializer_weights_are_seeded_by_options_else_the_model() -> None:
     assert not np.array_equal(seeded["a"], other["a"])
     np.testing.assert_array_equal(seeded["b"], other["b"])  # given weights do not depend on the seed
     np.testing.assert_array_equal(seeded["c"], other["c"])  # the layer's own seed wins
+
+
+def test_weights_beyond_the_compute_dtype_are_an_error_not_infinities() -> None:
+    graph = graph_of(
+        sequential(layer("Dense", "d", units=2), input_shape=[3]), d=(np.full((3, 2), 1e6), np.zeros(2))
+    )
+    assert plan_graph(graph, CompileOptions()).steps  # float32 holds them
+    with pytest.raises(CompileError, match=r"layer 'd': its d/kernel holds values beyond the float16 range"):
+        plan_graph(graph, CompileOptions(dtype="float16"))
