@@ -26,7 +26,7 @@ from deconv_compiler.errors import CompileError, DeconvWarning
 from deconv_compiler.ir import Graph
 from deconv_compiler.metadata import model_metadata
 from deconv_compiler.options import CompileOptions
-from deconv_compiler.planner import layers_to_tune, plan_graph
+from deconv_compiler.planner import layers_to_tune, made_weights, plan_graph
 
 
 def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.ModelProto:
@@ -37,6 +37,7 @@ def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.M
     timings go into the metadata.
     """
     options = (options or CompileOptions()).resolved()
+    graph = made_weights(graph, options.seed)  # once, for the tuner and the planner
     policies = {options.dtype} if options.dtype else {node.policy for node in graph.nodes}
     if any(compute_dtype(policy) == "float64" for policy in policies):
         warnings.warn(

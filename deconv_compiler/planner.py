@@ -363,8 +363,8 @@ def plan_graph(graph: Graph, options: CompileOptions, tuned: Mapping[str, str] |
         planner.define(value.name, value.name, tuple(range(len(value.shape))))
         planner.dtypes[value.name] = dtype
         inputs.append(PlanValue(value.name, value.shape, dtype))
-    nodes, origins = made_weights(graph, options.seed)
-    for node in _fold_batch_norms(nodes, graph):
+    graph = made_weights(graph, options.seed)  # as is when the compile made them already
+    for node in _fold_batch_norms(graph):
         _OP_PLANNERS[type(node.op)](planner, node, node.op)
     outputs = []
     for output in graph.outputs:
@@ -378,33 +378,42 @@ def plan_graph(graph: Graph, options: CompileOptions, tuned: Mapping[str, str] |
         outputs=tuple(outputs),
         steps=tuple(planner.steps),
         strategies=planner.strategies,
-        weight_origins=origins,
+        weight_origins=_weight_origins(graph),
     )
 
 
-def made_weights(graph: Graph, seed: int | None) -> tuple[tuple[Node, ...], dict[str, str]]:
-    """The nodes with every transposed convolution's weights made (initializers seeded by `seed`,
-    else the model's), and where each layer's weights came from."""
+def made_weights(graph: Graph, seed: int | None) -> Graph:
+    """`graph` with every transposed convolution's weights made: those its initializers make are
+    seeded by `seed`, else by the model's seed. A graph whose weights are all given comes back as is."""
     model_seed = graph.seed if seed is None else seed
-    nodes = []
-    origins: dict[str, str] = {}
-    for node in graph.nodes:
-        op = node.op
-        if isinstance(op, ConvTransposeOp):
-            if isinstance(op.weights, InitializerWeights):
-                node = replace(node, op=ConvTransposeOp(op.layer, op.weights.made(model_seed)))
-            origins[node.name] = node.op.weights.origin  # type: ignore[union-attr]
-        nodes.append(node)
-    return tuple(nodes), origins
+    nodes = tuple(
+        replace(node, op=ConvTransposeOp(node.op.layer, node.op.weights.made(model_seed)))
+        if isinstance(node.op, ConvTransposeOp) and isinstance(node.op.weights, InitializerWeights)
+        else node
+        for node in graph.nodes
+    )
+    if all(new is old for new, old in zip(nodes, graph.nodes, strict=True)):
+        return graph
+    return replace(graph, nodes=nodes)
+
+
+def _weight_origins(graph: Graph) -> dict[str, str]:
+    """Where each transposed convolution's weights came from (a file, inline, initializers)."""
+    return {
+        node.name: node.op.weights.origin
+        for node in graph.nodes
+        if isinstance(node.op, ConvTransposeOp) and isinstance(node.op.weights, LayerWeights)
+    }
 
 
 # --- BatchNormalization folding ----------------------------------------------------------------
 
 
-def _fold_batch_norms(nodes: tuple[Node, ...], graph: Graph) -> list[Node]:
+def _fold_batch_norms(graph: Graph) -> list[Node]:
     """Fold each BatchNormalization into the linear transposed conv or Dense right before it,
     when that layer's output goes nowhere else, the normalized axis is its channel axis and both
     compute in the same dtype."""
+    nodes = graph.nodes
     consumers: dict[str, int] = {}
     for node in nodes:
         for tensor in node.inputs:

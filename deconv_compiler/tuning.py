@@ -32,14 +32,13 @@ DYNAMIC_SPATIAL = 16
 def tune(graph: Graph, options: CompileOptions) -> tuple[dict[str, str], dict[str, Any]]:
     """The fastest strategy of every layer that asks for `tune`, and each one's timings
     (`{"chosen": ..., "time_vs_native": {strategy: ratio}}`) for the model's metadata."""
-    nodes, _ = made_weights(graph, options.seed)
-    with_weights = {node.name: node for node in nodes}
+    graph = made_weights(graph, options.seed)  # as is when the compile made them already
     choices: dict[str, str] = {}
     timings: dict[str, Any] = {}
     for node in layers_to_tune(graph, options):
         if node.name in choices:  # a shared layer is tuned once
             continue
-        chosen, ratios = _tune_layer(graph, with_weights[node.name], options)
+        chosen, ratios = _tune_layer(graph, node, options)
         choices[node.name] = chosen
         timings[node.name] = {"chosen": chosen, "time_vs_native": ratios}
     return choices, timings

@@ -97,8 +97,7 @@ def reference_outputs(
     values: dict[str, np.ndarray] = {
         value.name: np.asarray(x, dtype=np.float64) for value, x in zip(graph.inputs, inputs, strict=True)
     }
-    nodes, _ = made_weights(graph, seed)
-    for node in nodes:
+    for node in made_weights(graph, seed).nodes:
         compute = np.dtype(compute_dtype(dtype or node.policy))
         args = [_rounded(values[name], compute) for name in node.inputs]
         values[node.output.name] = _REFERENCES[type(node.op)](node.op, args, compute)
@@ -189,6 +188,7 @@ def check_graph(
     config = config or SessionConfig()
     # compiled for the provider that runs it (a CUDA run gets the CUDA-resident lowering)
     options = replace(options or CompileOptions(), target=config.provider).resolved()
+    graph = made_weights(graph, options.seed)  # once, for the compiled model and the reference
     model = compile_model(graph, options)
     rng = np.random.default_rng(input_seed)
     feeds: dict[str, np.ndarray] = {}
