@@ -545,9 +545,11 @@ def _model_for(path: Path, config: SessionConfig) -> onnx.ModelProto:
     from deconv_compiler.compiler import compile_model
     from deconv_compiler.inspection import load_onnx
 
-    if file_kind(path) == "onnx":
+    kind = file_kind(path)
+    if kind == "onnx":
         return load_onnx(path)
-    return compile_model(load_model(path, None, MAX_WEIGHT_BYTES), CompileOptions(target=config.provider))
+    graph = load_model(path, None, MAX_WEIGHT_BYTES, kind)
+    return compile_model(graph, CompileOptions(target=config.provider))
 
 
 def _declared_dims(model: onnx.ModelProto, index: int = 0) -> list[int | None]:

@@ -162,7 +162,7 @@ def parse_conv_layer(
     dilation = tuple_arg("dilation_rate", 1, 1)
     output_padding = tuple_arg("output_padding", None, 0, nullable=True)
     padding = _padding(data.get("padding", "valid"), (*path, "padding"), problems)
-    activation = _activation(data.get("activation"), (*path, "activation"), problems)
+    activation = parse_activation(data.get("activation"), (*path, "activation"), problems)
     raw_dtype = data.get("dtype")
     dtype = check_dtype(raw_dtype, (*path, "dtype"), problems) if isinstance(raw_dtype, str) else "float32"
 
@@ -448,7 +448,8 @@ def _padding(value: Any, path: FieldPath, problems: Problems) -> Literal["valid"
     return None
 
 
-def _activation(value: Any, path: FieldPath, problems: Problems) -> str | None:
+def parse_activation(value: Any, path: FieldPath, problems: Problems) -> str | None:
+    """A Keras activation name (or None for linear) → the activation table's name."""
     if value is None:
         return "linear"
     if not isinstance(value, str):
@@ -558,8 +559,3 @@ def _size_text(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} bytes"
-
-
-def parse_activation(value: Any, path: FieldPath, problems: Problems) -> str | None:
-    """A Keras activation name (or None for linear) → the activation table's name."""
-    return _activation(value, path, problems)

@@ -41,12 +41,18 @@ def _looks_binary(path: Path) -> bool:
 
 
 def load_model(
-    path: str | Path, weights: str | Path | None = None, max_weight_bytes: int = MAX_WEIGHT_BYTES
+    path: str | Path,
+    weights: str | Path | None = None,
+    max_weight_bytes: int = MAX_WEIGHT_BYTES,
+    kind: FileKind | None = None,
 ) -> Graph:
     """A spec or a saved Keras model (config JSON + `weights` included) as the compiler's IR;
-    raises `SpecError` or `KerasModelError` listing every problem."""
+    raises `SpecError` or `KerasModelError` listing every problem. `kind`: what `file_kind`
+    already said of the file, so it is not read twice."""
     path = Path(path)
-    if file_kind(path, None if weights is None else Path(weights)) == "keras":
+    if kind is None:
+        kind = file_kind(path, None if weights is None else Path(weights))
+    if kind == "keras":
         from deconv_compiler.keras_model import load_keras_model
 
         return load_keras_model(path, weights, max_weight_bytes)
