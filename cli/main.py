@@ -63,9 +63,11 @@ def _reported_errors(writes: bool = True) -> Iterator[None]:
     except InvalidInput as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
+        for note in exc.notes:
+            click.echo(note, err=True)
         count = len(exc.problems)
-        if count > 1:
-            click.echo(f"error: {count} problems found{'; nothing was written' if writes else ''}", err=True)
+        found = f"{count} problem{'s' if count != 1 else ''} found"
+        click.echo(f"error: {found}{'; nothing was written' if writes else ''}", err=True)
         sys.exit(EXIT_INPUT)
     except RuntimeFailure as exc:
         _fail(str(exc), EXIT_RUNTIME)

@@ -66,9 +66,10 @@ class DeconvError(Exception):
 class InvalidInput(DeconvError):
     """An input is invalid; `problems` lists everything found, in order."""
 
-    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...], notes: tuple[str, ...] = ()) -> None:
         self.problems = tuple(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        self.notes = notes  # said once after the problems (e.g. what is supported)
+        super().__init__("\n".join([*(str(p) for p in self.problems), *notes]))
 
 
 class SpecError(InvalidInput):

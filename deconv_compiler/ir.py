@@ -102,8 +102,141 @@ class IdentityOp:
 
 
 @dataclass(frozen=True)
-class AddOp:
-    pass
+class MergeOp:
+    """Add, Subtract, Multiply, Average, Maximum, Minimum (layers or keras.ops): elementwise over
+    its inputs with Keras' broadcasting (equal ranks, sizes equal or 1)."""
+
+    function: str  # add, subtract, multiply, average, maximum, minimum, divide
+
+
+@dataclass(frozen=True)
+class ScalarOp:
+    """keras.ops arithmetic with a Python number: `x <function> constant`, or the reverse."""
+
+    function: str  # add, subtract, multiply, divide, maximum, minimum, power
+    constant: float
+    constant_first: bool = False
+
+
+@dataclass(frozen=True)
+class ClipOp:
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True, eq=False)
+class ConvOp:
+    """Conv1D/2D/3D; DepthwiseConv1D/2D as a grouped conv (groups = input channels, the depthwise
+    kernel reshaped to Conv's layout); SeparableConv1D/2D as that depthwise conv followed by the
+    1x1 `pointwise` kernel. Bias after the last conv, then the activation."""
+
+    rank: int
+    kernel: np.ndarray  # Keras Conv layout: kernel_size + (in_channels // groups, out_channels)
+    bias: np.ndarray | None  # (filters,)
+    strides: tuple[int, ...]
+    padding: str  # valid, same, causal (1D)
+    dilation_rate: tuple[int, ...]
+    groups: int
+    channels_first: bool
+    activation: str
+    pointwise: np.ndarray | None = None  # (1,)*rank + (depthwise channels, filters)
+
+
+@dataclass(frozen=True)
+class PoolOp:
+    """MaxPooling / AveragePooling 1D-3D. Keras' `same` average counts only real elements."""
+
+    function: str  # max, average
+    pool_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: str  # valid, same
+    channels_first: bool
+
+
+@dataclass(frozen=True)
+class GlobalPoolOp:
+    function: str  # max, average
+    axes: tuple[int, ...]  # Keras spatial axes
+    keepdims: bool
+
+
+@dataclass(frozen=True, eq=False)
+class LayerNormOp:
+    """LayerNormalization: moments over `axes`; gamma/beta have the sizes of those axes."""
+
+    axes: tuple[int, ...]  # Keras axes, non-negative, sorted
+    epsilon: float
+    gamma: np.ndarray | None
+    beta: np.ndarray | None
+    rms_scaling: bool
+
+
+@dataclass(frozen=True, eq=False)
+class GroupNormOp:
+    """GroupNormalization: channels split into `groups`, moments over each group and all spatial axes."""
+
+    groups: int
+    axis: int  # Keras channel axis, non-negative
+    epsilon: float
+    gamma: np.ndarray | None  # (channels,)
+    beta: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class UnitNormOp:
+    """UnitNormalization: x / max(||x||_2 over axes, sqrt(1e-12)) as Keras computes it."""
+
+    axes: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class RescaleOp:
+    """Rescaling: x * scale + offset; both broadcast against the Keras shape (numpy rules)."""
+
+    scale: np.ndarray
+    offset: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class NormalizeOp:
+    """Normalization: (x - mean) / max(sqrt(variance), epsilon), or its inverse; mean and variance
+    have the input's rank (1 on the axes not kept)."""
+
+    mean: np.ndarray
+    variance: np.ndarray
+    invert: bool
+
+
+@dataclass(frozen=True)
+class PermuteOp:
+    """Permute layer and keras.ops.transpose keeping the batch axis: output axis i is input axis
+    `perm[i]` (perm[0] == 0)."""
+
+    perm: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RepeatVectorOp:
+    times: int
+
+
+@dataclass(frozen=True)
+class SliceOp:
+    """One piece of keras.ops.split: [start, stop) on a Keras axis."""
+
+    axis: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class SqueezeOp:
+    axes: tuple[int, ...]  # Keras axes of size 1 removed (never the batch axis)
+
+
+@dataclass(frozen=True)
+class ExpandDimsOp:
+    axes: tuple[int, ...]  # Keras axes of the output that are new (size 1; never 0)
 
 
 @dataclass(frozen=True)
@@ -140,7 +273,9 @@ class UpSampleOp:
 
 Op = (
     ConvTransposeOp | DenseOp | BatchNormOp | ActivationOp | ReluOp | LeakyReluOp | EluOp | PReluOp
-    | SoftmaxOp | IdentityOp | AddOp | ConcatenateOp | ReshapeOp | FlattenOp | PadOp | UpSampleOp
+    | SoftmaxOp | IdentityOp | MergeOp | ConcatenateOp | ReshapeOp | FlattenOp | PadOp | UpSampleOp
+    | ScalarOp | ClipOp | ConvOp | PoolOp | GlobalPoolOp | LayerNormOp | GroupNormOp | UnitNormOp
+    | RescaleOp | NormalizeOp | PermuteOp | RepeatVectorOp | SliceOp | SqueezeOp | ExpandDimsOp
 )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deconv_compiler.errors import KerasModelError, Problem, shown
+from deconv_compiler.keras_ops import is_op_entry
 from deconv_compiler.limits import MAX_WEIGHT_BYTES
 from deconv_compiler.weights import pickle_refusal
 
@@ -162,12 +163,20 @@ def _snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
 def _config_layers(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     body = config.get("config")
     layers = body.get("layers") if isinstance(body, Mapping) else None
     if isinstance(layers, list):
         return [entry for entry in layers if isinstance(entry, Mapping)]
     return [config]  # a single layer's config
+
+
+def _is_model(entry: Mapping[str, Any]) -> bool:
+    body = entry.get("config")
+    return entry.get("class_name") in MODEL_CLASSES and isinstance(body, Mapping) and "layers" in body
 
 
 def _layer_name(entry: Mapping[str, Any]) -> str | None:
@@ -182,17 +191,32 @@ def _keras3_weights(
     h5: h5py.File, config: Mapping[str, Any], max_weight_bytes: int, where: str
 ) -> dict[str, tuple[np.ndarray, ...]]:
     """`layers/<snake_case class>[_<n>]/vars/<i>`, numbered per class in the config's layer order
-    (Keras' `_save_container_state`)."""
-    layers_group = h5.get("layers")
-    if layers_group is None:
+    (Keras' `_save_container_state`); a nested model's layers under its own key,
+    `layers/sequential/layers/conv2d/vars/0`. Keyed by layer path (`block/conv2d`)."""
+    if h5.get("layers") is None:
         return {}
     _check_h5_size(h5, max_weight_bytes, where)
-    used: dict[str, int] = {}
     weights: dict[str, tuple[np.ndarray, ...]] = {}
-    for entry in _config_layers(config):
+    _keras3_container(h5, _config_layers(config), "layers", "", weights, where, depth=0)
+    return weights
+
+
+def _keras3_container(
+    h5: h5py.File,
+    entries: list[Mapping[str, Any]],
+    group: str,
+    prefix: str,
+    weights: dict[str, tuple[np.ndarray, ...]],
+    where: str,
+    depth: int,
+) -> None:
+    if depth > MAX_NESTING:
+        raise _Refusal(f"models are nested more than {MAX_NESTING} deep")
+    used: dict[str, int] = {}
+    for entry in entries:
         class_name = entry.get("class_name")
         name = _layer_name(entry)
-        if not isinstance(class_name, str) or name is None:
+        if not isinstance(class_name, str) or name is None or is_op_entry(entry):
             continue
         key = _snake_case(class_name)
         if key in used:
@@ -200,16 +224,29 @@ def _keras3_weights(
             key = f"{key}_{used[key]}"
         else:
             used[key] = 0
-        variables = h5.get(f"layers/{key}/vars")
+        if _is_model(entry):
+            _keras3_container(
+                h5,
+                _config_layers(entry),
+                f"{group}/{key}/layers",
+                f"{prefix}{name}/",
+                weights,
+                where,
+                depth + 1,
+            )
+            continue
+        variables = h5.get(f"{group}/{key}/vars")
         if variables is None or not len(variables):
             continue
         arrays = []
         for index in range(len(variables)):
             if str(index) not in variables:
-                raise _Refusal(f"{where}: layers/{key}/vars has no variable {index}")
-            arrays.append(_dataset(variables, str(index), f"{where}: layers/{key}/vars/{index}"))
-        weights[name] = tuple(arrays)
-    return weights
+                raise _Refusal(f"{where}: {group}/{key}/vars has no variable {index}")
+            arrays.append(_dataset(variables, str(index), f"{where}: {group}/{key}/vars/{index}"))
+        weights[prefix + name] = tuple(arrays)
+
+
+MAX_NESTING = 32
 
 
 # --- legacy .h5 -------------------------------------------------------------------------------
@@ -224,7 +261,7 @@ def _read_legacy_h5(path: Path, shown_path: str, max_weight_bytes: int) -> Saved
         config = _json_object(_text(raw), "model_config")
         version = h5.attrs.get("keras_version")
         group = h5.get("model_weights")
-        weights = {} if group is None else _legacy_weights(group, max_weight_bytes, "model_weights")
+        weights = {} if group is None else _legacy_weights(group, config, max_weight_bytes, "model_weights")
         return SavedModel(shown_path, "h5", config, weights, _text(version) if version is not None else None)
 
 
@@ -236,21 +273,92 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _legacy_weights(group: Any, max_weight_bytes: int, where: str) -> dict[str, tuple[np.ndarray, ...]]:
-    """Per layer, the datasets named by its `weight_names` attribute, in that order."""
+def _legacy_weights(
+    group: Any, config: Mapping[str, Any], max_weight_bytes: int, where: str
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per layer, the datasets named by its `weight_names` attribute, in that order. A nested
+    model's group lists all its layers' weights, trainable ones first (Keras' `_legacy_weights`):
+    they are dealt back to its layers by their variable counts (`_split_nested`)."""
     _check_h5_size(group, max_weight_bytes, where)
     names = group.attrs.get("layer_names")
+    entries = {_layer_name(entry): entry for entry in _config_layers(config)}
     weights: dict[str, tuple[np.ndarray, ...]] = {}
     for layer in [] if names is None else [_text(n) for n in names]:
         layer_group = group.get(layer)
         if layer_group is None:
             raise _Refusal(f"{where} lists layer {layer!r} but has no group for it")
         weight_names = [_text(n) for n in layer_group.attrs.get("weight_names", [])]
-        if weight_names:
-            weights[layer] = tuple(
-                _dataset(layer_group, name, f"{where}/{layer}/{name}") for name in weight_names
-            )
+        if not weight_names:
+            continue
+        arrays = tuple(_dataset(layer_group, name, f"{where}/{layer}/{name}") for name in weight_names)
+        entry = entries.get(layer)
+        if entry is not None and _is_model(entry):
+            weights.update(_split_nested(entry, arrays, f"{where}/{layer}"))
+        else:
+            weights[layer] = arrays
     return weights
+
+
+def _split_nested(
+    entry: Mapping[str, Any], arrays: tuple[np.ndarray, ...], where: str
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """A nested model's flat weight list → its layers' (`model/layer` paths), nested models included."""
+    leaves: list[tuple[str, int, int]] = []  # path, trainable count, non-trainable count
+    _leaf_variables(entry, "", True, leaves, depth=0)
+    trainable = iter(arrays[: sum(t for _, t, _ in leaves)])
+    non_trainable = iter(arrays[sum(t for _, t, _ in leaves) :])
+    if sum(t + n for _, t, n in leaves) != len(arrays):
+        raise _Refusal(
+            f"{where} holds {len(arrays)} weight arrays; its layers' configs call for "
+            f"{sum(t + n for _, t, n in leaves)}"
+        )
+    split: dict[str, list[np.ndarray]] = {path: [] for path, _, _ in leaves}
+    for path, t, _ in leaves:
+        split[path].extend(next(trainable) for _ in range(t))
+    for path, _, n in leaves:
+        split[path].extend(next(non_trainable) for _ in range(n))
+    return {path: tuple(found) for path, found in split.items() if found}
+
+
+def _leaf_variables(
+    entry: Mapping[str, Any], prefix: str, trainable: bool, leaves: list[tuple[str, int, int]], depth: int
+) -> None:
+    if depth > MAX_NESTING:
+        raise _Refusal(f"models are nested more than {MAX_NESTING} deep")
+    name = _layer_name(entry) or "?"
+    body = entry.get("config")
+    body = body if isinstance(body, Mapping) else {}
+    trainable = trainable and body.get("trainable", True) is not False
+    if _is_model(entry):
+        for inner in _config_layers(entry):
+            if not is_op_entry(inner):
+                _leaf_variables(inner, f"{prefix}{name}/", trainable, leaves, depth + 1)
+        return
+    t, n = layer_variables(str(entry.get("class_name")), body)
+    leaves.append((prefix + name, t if trainable else 0, n + (0 if trainable else t)))
+
+
+def layer_variables(class_name: str, config: Mapping[str, Any]) -> tuple[int, int]:
+    """How many trainable and non-trainable variables a layer of `class_name` owns (Keras 3)."""
+    bias = 1 if config.get("use_bias", True) is not False else 0
+    center = 1 if config.get("center", True) is not False else 0
+    scale = 1 if config.get("scale", True) is not False else 0
+    if class_name.startswith("SeparableConv"):
+        return 2 + bias, 0
+    if (
+        class_name.startswith(("Conv", "DepthwiseConv", "Convolution", "Deconvolution"))
+        or class_name == "Dense"
+    ):
+        return 1 + bias, 0
+    if class_name == "BatchNormalization":
+        return center + scale, 2
+    if class_name in ("LayerNormalization", "GroupNormalization"):
+        return center + scale, 0
+    if class_name == "PReLU":
+        return 1, 0
+    if class_name == "Normalization":
+        return 0, 0 if config.get("mean") is not None else 3
+    return 0, 0
 
 
 # --- config JSON + weights ---------------------------------------------------------------------
@@ -279,7 +387,7 @@ def _read_config_json(
     if head.startswith(HDF5_MAGIC):
         with _open_h5(weights_path, str(weights)) as h5:
             if "layer_names" in h5.attrs:  # Keras 2 / tf.keras save_weights
-                arrays = _legacy_weights(h5, max_weight_bytes, str(weights))
+                arrays = _legacy_weights(h5, config, max_weight_bytes, str(weights))
             else:
                 arrays = _keras3_weights(h5, config, max_weight_bytes, str(weights))
     elif head.startswith(ZIP_MAGIC):

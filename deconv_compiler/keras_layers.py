@@ -19,7 +19,6 @@ from deconv_compiler.conv_layer import Problems, parse_activation, parse_conv_la
 from deconv_compiler.errors import FieldPath, shown
 from deconv_compiler.ir import (
     ActivationOp,
-    AddOp,
     BatchNormOp,
     ConcatenateOp,
     ConvTransposeOp,
@@ -28,6 +27,7 @@ from deconv_compiler.ir import (
     FlattenOp,
     IdentityOp,
     LeakyReluOp,
+    MergeOp,
     Op,
     PadOp,
     PReluOp,
@@ -375,7 +375,7 @@ def _broadcast(ctx: LayerCall) -> Shape | None:
 
 def _add(ctx: LayerCall) -> tuple[Op, Shape] | None:
     shape = _broadcast(ctx)
-    return None if shape is None else (AddOp(), shape)
+    return None if shape is None else (MergeOp("add"), shape)
 
 
 def _concatenate(ctx: LayerCall) -> tuple[Op, Shape] | None:

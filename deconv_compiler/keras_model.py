@@ -10,6 +10,7 @@ naming the layer; nothing from the file is ever executed. All problems are repor
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +18,22 @@ from typing import Any
 
 from deconv_compiler.conv_layer import Problems
 from deconv_compiler.dtypes import POLICIES, REFUSED_DTYPES, compute_dtype, io_dtype
-from deconv_compiler.errors import FieldPath, InternalError, KerasModelError, Problem, shown
-from deconv_compiler.ir import Graph, KerasOrigin, Node, Output, Shape, Value
-from deconv_compiler.keras_file import SavedModel, read_saved_model
+from deconv_compiler.errors import (
+    DeconvWarning,
+    FieldPath,
+    InternalError,
+    KerasModelError,
+    Problem,
+    shown,
+)
+from deconv_compiler.ir import Graph, KerasOrigin, Node, Op, Output, Shape, Value
+from deconv_compiler.keras_file import MAX_NESTING, MODEL_CLASSES, SavedModel, read_saved_model
 from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT, LayerCall
+from deconv_compiler.keras_ops import OP_PARSERS, SUPPORTED_OPS_TEXT, OpCall, TensorArg, is_op_entry, op_name
 from deconv_compiler.limits import MAX_SIZE, MAX_WEIGHT_BYTES
 
 # --- reading -----------------------------------------------------------------------------------
 
-MODEL_CLASSES = ("Sequential", "Functional", "Model")
 # Keras 2 / tf.keras spell some classes differently.
 CLASS_ALIASES = {"Convolution2DTranspose": "Conv2DTranspose", "Deconvolution2D": "Conv2DTranspose"}
 
@@ -46,8 +54,21 @@ def parse_saved_model(saved: SavedModel) -> Graph:
     else:
         builder.single_layer(config)
     if builder.problems.found:
-        raise KerasModelError(builder.problems.found)
+        raise KerasModelError(builder.problems.found, notes=tuple(sorted(builder.notes)))
     return builder.result()
+
+
+def _custom_refusal(class_name: Any) -> str:
+    return (
+        f"a custom object ({shown(class_name)}) cannot be compiled: no code is run from a file, and a "
+        "subclassed model or custom layer is Python code; rebuild it from built-in layers as a "
+        "Functional or Sequential model"
+    )
+
+
+def _model_entries(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    layers = _layer_config(config).get("layers")
+    return [e if isinstance(e, Mapping) else {} for e in layers] if isinstance(layers, list) else []
 
 
 def _class_name(entry: Any) -> str:
@@ -67,6 +88,22 @@ class _Tensor:
     io_dtype: str  # the dtype it has as a model output (float32 under a mixed policy)
 
 
+TensorRef = tuple[str, int, int]  # (layer, call index, output index): Keras' keras_history
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """One instance of a model's body. At the top both prefixes are empty; inside a nested model
+    `block` they are `block/`, and its second call's nodes are `block:1/`."""
+
+    names: str  # prefix of node and value names: unique per call of a nested model
+    weights: str  # prefix of weight paths: the nested model's layer names
+
+    def inner(self, model: str, node_index: int) -> _Scope:
+        suffix = f":{node_index}" if node_index else ""
+        return _Scope(f"{self.names}{model}{suffix}/", f"{self.weights}{model}/")
+
+
 @dataclass
 class _KerasGraphReader:
     saved: SavedModel
@@ -74,8 +111,8 @@ class _KerasGraphReader:
     inputs: list[Value] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
-    tensors: dict[tuple[str, int], _Tensor] = field(default_factory=dict)
     used_weights: set[str] = field(default_factory=set)
+    notes: set[str] = field(default_factory=set)  # said once after the problems (what is supported)
 
     def __post_init__(self) -> None:
         self.problems = Problems(lambda path, message: Problem(path, message, self.saved.file))
@@ -130,22 +167,17 @@ class _KerasGraphReader:
         body = _layer_config(config)
         name = body.get("name")
         self.name = name if isinstance(name, str) and name else "model"
-        layers = body.get("layers")
-        if not isinstance(layers, list) or not layers:
-            self.fail(("config", "layers"), "the model config lists no layers")
+        if not self._check_layer_kinds(_model_entries(config), "", depth=0):
             return
-        entries = [e if isinstance(e, Mapping) else {} for e in layers]
-        if not self._check_layer_kinds(entries):
-            return
-        if _class_name(config) == "Sequential":
-            self._sequential(body, entries)
-        else:
-            self._functional(body, entries)
+        outputs = self._body(config, None, _Scope("", ""))
+        if outputs is not None:
+            for layer, tensor in outputs:
+                self.output(layer, tensor)
         self._check_unused_weights()
 
     def single_layer(self, config: Mapping[str, Any]) -> None:
         """A layer's `get_config()` JSON: its input is the kernel's channel count, other sizes dynamic."""
-        if not self._check_layer_kinds([config]):
+        if not self._check_layer_kinds([config], "", depth=0):
             return
         class_name = _class_name(config)
         layer_config = _layer_config(config)
@@ -165,11 +197,33 @@ class _KerasGraphReader:
             first = layer_config.get("data_format") == "channels_first"
             shape = (None, channels, *[None] * rank) if first else (None, *[None] * rank, channels)
         tensor = self.input_tensor("input", shape, layer_config)
-        out = None if tensor is None else self._call(config, name, [tensor], node_index=0)
+        out = None if tensor is None else self._call(config, name, [tensor], 0, _Scope("", ""))
         if out is not None:
-            self.output(name, out)
+            self.output(name, out[0])
 
-    def _sequential(self, body: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> None:
+    def _body(
+        self, config: Mapping[str, Any], inputs: list[_Tensor] | None, scope: _Scope
+    ) -> list[tuple[str, _Tensor]] | None:
+        """A model's layers, on `inputs` (a nested model) or on new graph inputs (the top):
+        its outputs, each with the name of the layer that computes it."""
+        body = _layer_config(config)
+        layers = body.get("layers")
+        entries = [e if isinstance(e, Mapping) else {} for e in layers] if isinstance(layers, list) else []
+        where = (scope.names.rstrip("/"),) if scope.names else ("config", "layers")
+        if not entries:
+            self.fail(where, "the model config lists no layers")
+            return None
+        if _class_name(config) == "Sequential":
+            return self._sequential(body, entries, inputs, scope)
+        return self._functional(body, entries, inputs, scope)
+
+    def _sequential(
+        self,
+        body: Mapping[str, Any],
+        entries: list[Mapping[str, Any]],
+        inputs: list[_Tensor] | None,
+        scope: _Scope,
+    ) -> list[tuple[str, _Tensor]] | None:
         first = entries[0]
         if _class_name(first) == "InputLayer":
             input_name = str(_layer_config(first).get("name") or "input_layer")
@@ -179,78 +233,151 @@ class _KerasGraphReader:
             input_name = "input_layer"
             shape = _declared_input(_layer_config(first))
             if shape is None:
-                build = body.get("build_input_shape")
-                shape = _shape_or_none(build)
-        if shape is None:
+                shape = _shape_or_none(body.get("build_input_shape"))
+        if inputs is not None:
+            if len(inputs) != 1:
+                self.fail(
+                    (scope.names.rstrip("/"),), f"a Sequential model takes one input, got {len(inputs)}"
+                )
+                return None
+            tensor: _Tensor | None = inputs[0]
+        elif shape is None:
             self.fail(
                 ("config", "layers", 0),
                 "the model does not say its input shape (no InputLayer, batch_input_shape or "
                 "build_input_shape): save it after building it",
             )
-            return
-        tensor = self.input_tensor(input_name, shape, _layer_config(first))
+            return None
+        else:
+            tensor = self.input_tensor(input_name, shape, _layer_config(first))
         last_name = input_name
         for entry in entries:
             if tensor is None:
-                return
+                return None
             last_name = _entry_name(entry)
-            tensor = self._call(entry, last_name, [tensor], node_index=0)
-        if tensor is not None:
-            self.output(last_name, tensor)
+            outs = self._call(entry, last_name, [tensor], 0, scope)
+            if outs is not None and len(outs) != 1:
+                self.fail(
+                    (scope.names + last_name,), "gives several outputs, which a Sequential model cannot chain"
+                )
+                return None
+            tensor = None if outs is None else outs[0]
+        return None if tensor is None else [(last_name, tensor)]
 
-    def _functional(self, body: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> None:
+    def _functional(
+        self,
+        body: Mapping[str, Any],
+        entries: list[Mapping[str, Any]],
+        inputs: list[_Tensor] | None,
+        scope: _Scope,
+    ) -> list[tuple[str, _Tensor]] | None:
         by_name = {_entry_name(e): e for e in entries}
-        for entry in entries:
-            if _class_name(entry) != "InputLayer":
-                continue
-            name = _entry_name(entry)
-            shape = _declared_input(_layer_config(entry))
-            if shape is None:
-                self.fail((name,), "InputLayer without a shape")
-                continue
-            tensor = self.input_tensor(name, shape, _layer_config(entry))
-            if tensor is not None:
-                self.tensors[(name, 0)] = tensor
-        # Keras lists layers so that each one's inputs come earlier; check that rather than trust it.
-        for entry in entries:
-            if _class_name(entry) == "InputLayer":
-                continue
-            name = _entry_name(entry)
-            calls = entry.get("inbound_nodes")
-            if not isinstance(calls, list) or not calls:
-                continue  # a layer never called contributes nothing
-            for node_index, call in enumerate(calls):
-                refs = _call_inputs(call)
-                if refs is None:
-                    self.fail((name, "inbound_nodes", node_index), f"cannot read this call: {shown(call)}")
-                    continue
-                tensors = []
-                for ref in refs:
-                    tensor = self.tensors.get(ref)
-                    if tensor is None:
-                        if ref[0] not in by_name:
-                            self.fail((name,), f"takes the output of {ref[0]!r}, which is not in the model")
-                        break
-                    tensors.append(tensor)
-                else:
-                    out = self._call(entry, name, tensors, node_index)
-                    if out is not None:
-                        self.tensors[(name, node_index)] = out
+        tensors: dict[TensorRef, _Tensor] = {}
         declared_inputs = _tensor_refs(body.get("input_layers"))
+        input_entries = [e for e in entries if _class_name(e) == "InputLayer"]
+        if inputs is None:
+            for entry in input_entries:
+                name = _entry_name(entry)
+                shape = _declared_input(_layer_config(entry))
+                if shape is None:
+                    self.fail((name,), "InputLayer without a shape")
+                    continue
+                tensor = self.input_tensor(name, shape, _layer_config(entry))
+                if tensor is not None:
+                    tensors[(name, 0, 0)] = tensor
+            if declared_inputs is not None:
+                order = {ref[0]: i for i, ref in enumerate(declared_inputs)}
+                self.inputs.sort(key=lambda i: order.get(i.name, len(order)))
+        else:
+            names = [ref[0] for ref in declared_inputs or []] or [_entry_name(e) for e in input_entries]
+            if len(names) != len(inputs):
+                self.fail(
+                    (scope.names.rstrip("/"),),
+                    f"the model takes {len(names)} input(s), called on {len(inputs)}",
+                )
+                return None
+            for name, tensor in zip(names, inputs, strict=True):
+                tensors[(name, 0, 0)] = tensor
+        # Keras lists layers in creation order, not always the order their calls can run in (a
+        # shared layer's later call may read a layer listed after it): run each call when its
+        # inputs exist, as Keras' own loader does.
+        pending = [
+            (entry, call_index, call)
+            for entry in entries
+            if _class_name(entry) != "InputLayer" and isinstance(entry.get("inbound_nodes"), list)
+            for call_index, call in enumerate(entry["inbound_nodes"])
+        ]
+        progress = True
+        while pending and progress:
+            progress = False
+            waiting = []
+            for entry, call_index, call in pending:
+                name = _entry_name(entry)
+                arguments = _call_arguments(call)
+                if arguments is None:
+                    self.fail(
+                        (scope.names + name, "inbound_nodes", call_index),
+                        f"cannot read this call: {shown(call)}",
+                    )
+                    progress = True
+                    continue
+                args, refs = arguments
+                refs = [self._call_ref(ref, by_name, in_arguments=True) for ref in refs]
+                missing = [ref for ref in refs if ref not in tensors]
+                if any(ref[0] not in by_name for ref in missing):
+                    unknown = next(ref[0] for ref in missing if ref[0] not in by_name)
+                    self.fail(
+                        (scope.names + name,), f"takes the output of {unknown!r}, which is not in the model"
+                    )
+                    progress = True
+                    continue
+                if missing:
+                    waiting.append((entry, call_index, call))
+                    continue
+                progress = True
+                kwargs = call.get("kwargs") if isinstance(call, Mapping) else None
+                outs = self._call(
+                    entry, name, [tensors[ref] for ref in refs], call_index, scope, args, kwargs
+                )
+                for index, out in enumerate(outs or []):
+                    tensors[(name, call_index, index)] = out
+            pending = waiting
         declared_outputs = _tensor_refs(body.get("output_layers"))
-        if declared_inputs is not None:
-            order = {ref[0]: i for i, ref in enumerate(declared_inputs)}
-            self.inputs.sort(key=lambda i: order.get(i.name, len(order)))
         if declared_outputs is None:
-            self.fail(("config", "output_layers"), "the model config names no outputs")
-            return
+            self.fail(
+                ("config", "output_layers") if not scope.names else (scope.names.rstrip("/"),),
+                "the model config names no outputs",
+            )
+            return None
+        outputs = []
         for ref in declared_outputs:
-            tensor = self.tensors.get(ref)
+            tensor = tensors.get(self._call_ref(ref, by_name, in_arguments=False))
             if tensor is None:
                 if not self.problems.found:
                     self.fail(("config", "output_layers"), f"output {ref[0]!r} is not computed by the model")
-                continue
-            self.output(ref[0], tensor)
+                return None
+            outputs.append((ref[0], tensor))
+        return outputs
+
+    def _call_ref(
+        self, ref: TensorRef, by_name: Mapping[str, Mapping[str, Any]], in_arguments: bool
+    ) -> TensorRef:
+        """A reference to a model's tensor → (layer, call index, output index). A Functional model
+        starts with a node of its own (input to output), which Keras 3 counts in `output_layers`
+        but not in call arguments; tf.keras 2 counted it in both, for a Sequential model that
+        starts with an InputLayer too (Keras' `get_config` node reindexing)."""
+        entry = by_name.get(ref[0])
+        if entry is None:
+            return ref
+        class_name = _class_name(entry)
+        keras2 = (self.saved.keras_version or "").startswith("2.")
+        first = 0
+        if class_name in ("Functional", "Model") and (keras2 or not in_arguments):
+            first = 1
+        elif class_name == "Sequential" and keras2:
+            entries = _model_entries(entry)
+            first = 1 if entries and _class_name(entries[0]) == "InputLayer" else 0
+        return (ref[0], ref[1] - first, ref[2])
 
     def _output_name(self, layer: str) -> str:
         """The producing layer's name; `name_1`, `name_2`... when a model returns a tensor twice."""
@@ -261,19 +388,32 @@ class _KerasGraphReader:
             name = f"{layer}_{count}"
         return name
 
-    def _check_layer_kinds(self, entries: list[Mapping[str, Any]]) -> bool:
-        """Refuse what we cannot compile before looking at anything else: custom objects,
-        Lambda, nested models, unsupported classes; each named, all at once."""
+    def _check_layer_kinds(self, entries: list[Mapping[str, Any]], prefix: str, depth: int) -> bool:
+        """Refuse what we cannot compile before looking at anything else: custom objects (subclassed
+        models included), Lambda, unsupported classes and operations, in nested models too (named
+        `block/layer`); each named, all at once."""
+        if depth > MAX_NESTING:
+            self.fail((prefix.rstrip("/"),), f"models are nested more than {MAX_NESTING} deep")
+            return False
         ok = True
         for entry in entries:
             class_name = _class_name(entry)
             name = _entry_name(entry)
-            where = (f"{name} ({class_name})",)
             module = entry.get("module")
             registered = entry.get("registered_name")
             custom = (isinstance(module, str) and not module.startswith("keras")) or (
                 isinstance(registered, str) and registered != entry.get("class_name")
             )
+            if is_op_entry(entry):
+                if class_name in OP_PARSERS:
+                    continue
+                self.notes.add(f"supported operations: {SUPPORTED_OPS_TEXT}")
+                self.fail(
+                    (f"{prefix}{name} ({op_name(class_name)})",), f"{op_name(class_name)} is not supported"
+                )
+                ok = False
+                continue
+            where = (f"{prefix}{name} ({class_name})",)
             if class_name == "Lambda":
                 self.fail(
                     where,
@@ -281,15 +421,14 @@ class _KerasGraphReader:
                     "layer with built-in layers",
                 )
             elif custom:
-                self.fail(
-                    where,
-                    f"a custom object ({shown(registered or module)}) cannot be compiled: no code is "
-                    "run from a file; use built-in layers",
-                )
+                self.fail(where, _custom_refusal(registered or entry.get("class_name")))
             elif class_name in MODEL_CLASSES:
-                self.fail(where, "nested models are not supported: build the model from its layers")
+                if not self._check_layer_kinds(_model_entries(entry), f"{prefix}{name}/", depth + 1):
+                    ok = False
+                continue
             elif class_name not in LAYER_PARSERS and class_name != "InputLayer":
-                self.fail(where, f"layer class {class_name!r} is not supported; supported: {SUPPORTED_TEXT}")
+                self.notes.add(f"supported layers: {SUPPORTED_TEXT}")
+                self.fail(where, f"layer class {class_name!r} is not supported")
             else:
                 continue
             ok = False
@@ -300,19 +439,41 @@ class _KerasGraphReader:
             if name not in self.used_weights and not self.problems.found:
                 self.fail((name,), "the weights file holds weights for a layer the model does not have")
 
-    # --- one layer call ---
+    # --- one call: a layer, an operation or a nested model ---
 
     def _call(
-        self, entry: Mapping[str, Any], name: str, inputs: list[_Tensor], node_index: int
-    ) -> _Tensor | None:
+        self,
+        entry: Mapping[str, Any],
+        name: str,
+        inputs: list[_Tensor],
+        node_index: int,
+        scope: _Scope,
+        args: tuple[Any, ...] | None = None,
+        kwargs: Any = None,
+    ) -> list[_Tensor] | None:
         class_name = _class_name(entry)
+        if class_name in MODEL_CLASSES:
+            outputs = self._body(entry, inputs, scope.inner(name, node_index))
+            return None if outputs is None else [tensor for _, tensor in outputs]
+        if isinstance(kwargs, Mapping) and kwargs.get("training") is True:
+            warnings.warn(
+                DeconvWarning(
+                    f"layer {scope.names + name!r} ({class_name}) was called with training=True; it is "
+                    "compiled with inference semantics (moving statistics, no dropout), as Keras' "
+                    "model(x, training=False) computes"
+                ),
+                stacklevel=2,
+            )
+        if is_op_entry(entry):
+            return self._operation(entry, name, inputs, node_index, scope, args)
         config = _layer_config(entry)
-        path: FieldPath = (f"{name} ({class_name})",)
+        path: FieldPath = (f"{scope.names}{name} ({class_name})",)
         policy = self.policy(config, path)
         if policy is None:
             return None
-        arrays = self.saved.weights.get(name)
-        self.used_weights.add(name)
+        weight_path = scope.weights + name
+        arrays = self.saved.weights.get(weight_path)
+        self.used_weights.add(weight_path)
         shapes = tuple(t.value.shape for t in inputs)
         call = LayerCall(name, class_name, config, path, shapes, arrays, policy, self.problems)
         before = len(self.problems.found)
@@ -321,13 +482,53 @@ class _KerasGraphReader:
             return None
         if result is None:  # a parser that refuses must say why
             raise InternalError(f"the {class_name} parser refused layer {name!r} without naming a problem")
-        op, shape = result
-        if any(size is not None and size > MAX_SIZE for size in shape):
-            self.fail(path, f"the output shape {_shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)")
+        return self._add_nodes(scope.names + name, class_name, [result], inputs, node_index, policy, path)
+
+    def _operation(
+        self,
+        entry: Mapping[str, Any],
+        name: str,
+        inputs: list[_Tensor],
+        node_index: int,
+        scope: _Scope,
+        args: tuple[Any, ...] | None,
+    ) -> list[_Tensor] | None:
+        class_name = _class_name(entry)
+        kind = op_name(class_name)
+        path: FieldPath = (f"{scope.names}{name} ({kind})",)
+        policy = inputs[0].value.dtype if inputs else "float32"
+        shapes = tuple(t.value.shape for t in inputs)
+        call = OpCall(name, kind, _layer_config(entry), args or (), shapes, path, self.problems)
+        before = len(self.problems.found)
+        results = OP_PARSERS[class_name](call)
+        if len(self.problems.found) > before:
             return None
-        output = Value(name if node_index == 0 else f"{name}:{node_index}", shape, compute_dtype(policy))
-        self.nodes.append(Node(name, class_name, op, tuple(t.value.name for t in inputs), output, policy))
-        return _Tensor(output, io_dtype(policy))
+        if results is None:
+            raise InternalError(f"the {kind} parser refused {name!r} without naming a problem")
+        return self._add_nodes(scope.names + name, kind, results, inputs, node_index, policy, path)
+
+    def _add_nodes(
+        self,
+        name: str,
+        kind: str,
+        results: list[tuple[Op, Shape]],
+        inputs: list[_Tensor],
+        node_index: int,
+        policy: str,
+        path: FieldPath,
+    ) -> list[_Tensor] | None:
+        outputs = []
+        for index, (op, shape) in enumerate(results):
+            if any(size is not None and size > MAX_SIZE for size in shape):
+                self.fail(
+                    path, f"the output shape {_shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)"
+                )
+                return None
+            value_name = name + (f":{node_index}" if node_index else "") + (f"#{index}" if index else "")
+            output = Value(value_name, shape, compute_dtype(policy))
+            self.nodes.append(Node(name, kind, op, tuple(t.value.name for t in inputs), output, policy))
+            outputs.append(_Tensor(output, io_dtype(policy)))
+        return outputs
 
 
 # --- config details -------------------------------------------------------------------------------
@@ -367,35 +568,42 @@ def _is_ref(value: Any) -> bool:
     )
 
 
-def _tensor_refs(value: Any) -> list[tuple[str, int]] | None:
+def _tensor_refs(value: Any) -> list[TensorRef] | None:
     """`input_layers` / `output_layers`: one [layer, node, tensor] or a list of them."""
     if _is_ref(value):
-        return [(value[0], value[1])]
+        return [(value[0], value[1], value[2])]
     if isinstance(value, list) and all(_is_ref(v) for v in value):
-        return [(v[0], v[1]) for v in value]
+        return [(v[0], v[1], v[2]) for v in value]
     return None
 
 
-def _call_inputs(call: Any) -> list[tuple[str, int]] | None:
-    """The (layer, node index) of each tensor a call reads: Keras 3 writes
-    {"args": [tensor or [tensors]], "kwargs": {}}, Keras 2 [[layer, node, tensor, kwargs], ...]."""
+def _call_arguments(call: Any) -> tuple[tuple[Any, ...], list[TensorRef]] | None:
+    """A call's positional arguments (tensors as `TensorArg`, in reading order) and the tensor each
+    reads: Keras 3 writes {"args": [tensor or [tensors] or numbers], "kwargs": {}}, Keras 2
+    [[layer, node, tensor, kwargs], ...]."""
     if isinstance(call, Mapping):
-        refs: list[tuple[str, int]] = []
+        refs: list[TensorRef] = []
 
-        def collect(value: Any) -> None:
+        def convert(value: Any, depth: int) -> Any:
+            if depth > 16:
+                return None
             if isinstance(value, Mapping) and value.get("class_name") == "__keras_tensor__":
                 history: Any = _layer_config(value).get("keras_history")
-                if _is_ref(history):
-                    refs.append((history[0], history[1]))
-            elif isinstance(value, (list, tuple)):
-                for item in value:
-                    collect(item)
+                if not _is_ref(history):
+                    return None
+                refs.append((history[0], history[1], history[2]))
+                return TensorArg(len(refs) - 1)
+            if isinstance(value, (list, tuple)):
+                return [convert(item, depth + 1) for item in value]
+            return value
 
-        collect(call.get("args"))
-        return refs or None
+        args = call.get("args")
+        converted = convert(args if isinstance(args, list) else [], 0)
+        return (tuple(converted), refs) if refs else None
     if isinstance(call, list) and call and all(isinstance(c, list) and len(c) >= 3 for c in call):
         if all(_is_ref(c[:3]) for c in call):
-            return [(c[0], c[1]) for c in call]
+            refs = [(c[0], c[1], c[2]) for c in call]
+            return tuple(TensorArg(i) for i in range(len(refs))), refs
     return None
 
 

@@ -33,7 +33,6 @@ from deconv_compiler.dtypes import compute_dtype, io_dtype
 from deconv_compiler.errors import CompileError, InternalError
 from deconv_compiler.ir import (
     ActivationOp,
-    AddOp,
     BatchNormOp,
     ConcatenateOp,
     ConvTransposeOp,
@@ -43,6 +42,7 @@ from deconv_compiler.ir import (
     Graph,
     IdentityOp,
     LeakyReluOp,
+    MergeOp,
     Node,
     PadOp,
     PReluOp,
@@ -640,13 +640,13 @@ def _softmax(p: _Planner, node: Node, op: SoftmaxOp) -> None:
     p.define(node.output.name, out, layout)
 
 
-@_plans(AddOp, ConcatenateOp)
-def _merge(p: _Planner, node: Node, op: AddOp | ConcatenateOp) -> None:
+@_plans(MergeOp, ConcatenateOp)
+def _merge(p: _Planner, node: Node, op: MergeOp | ConcatenateOp) -> None:
     dtype = compute_dtype(p.policy(node))
     scope = node.name
     layout = p.layouts[p.tensor(node.inputs[0])]
     inputs = [p.operand(scope, name, dtype, layout) for name in node.inputs]
-    if isinstance(op, AddOp):
+    if isinstance(op, MergeOp):
         out = inputs[0]
         for other in inputs[1:]:
             out = p.node(scope, dtype, "Add", [out, other])

@@ -21,7 +21,6 @@ from deconv_compiler.dtypes import compute_dtype, io_dtype
 from deconv_compiler.errors import InternalError
 from deconv_compiler.ir import (
     ActivationOp,
-    AddOp,
     BatchNormOp,
     ConcatenateOp,
     ConvTransposeOp,
@@ -31,6 +30,7 @@ from deconv_compiler.ir import (
     Graph,
     IdentityOp,
     LeakyReluOp,
+    MergeOp,
     PadOp,
     PReluOp,
     ReluOp,
@@ -148,7 +148,7 @@ def _concatenate(op: ConcatenateOp, args: list[np.ndarray], dtype: np.dtype[Any]
     return np.concatenate(args, axis=op.axis)
 
 
-def _add(op: AddOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+def _add(op: MergeOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
     total = args[0]
     for other in args[1:]:
         total = total + other
@@ -166,7 +166,7 @@ _REFERENCES: dict[type, Reference] = {
     PReluOp: lambda op, args, dtype: reference.prelu(args[0], _rounded(op.alpha, dtype)),
     SoftmaxOp: lambda op, args, dtype: reference.softmax(args[0], op.axes),
     IdentityOp: lambda op, args, dtype: args[0],
-    AddOp: _add,
+    MergeOp: _add,
     ConcatenateOp: _concatenate,
     ReshapeOp: _reshape,
     FlattenOp: lambda op, args, dtype: reference.flatten(args[0], op.channels_first),

@@ -98,7 +98,7 @@ def _edit_weights(source: Path, target: Path, dataset: str, value: np.ndarray) -
 def _refusal_cases(tmp: Path, decoder: Path) -> dict[str, tuple[Path, list[str], str]]:
     seq = keras.Sequential
     inp = keras.Input((4,))
-    nested_inner = seq([keras.Input((4,)), layers.Dense(3)], name="inner")
+    nested_inner = seq([keras.Input((5, 2)), layers.LSTM(3, name="rnn")], name="inner")
     truncated = tmp / "truncated.keras"
     truncated.write_bytes(decoder.read_bytes()[:300])
     garbage = tmp / "garbage.keras"
@@ -117,14 +117,14 @@ def _refusal_cases(tmp: Path, decoder: Path) -> dict[str, tuple[Path, list[str],
             "wob (Wobble): a custom object ('my_pkg>Wobble')",
         ),
         "unsupported": (
-            _save(seq([keras.Input((5, 5, 2)), layers.Conv2D(3, 3, name="conv")]), tmp / "conv.keras"),
+            _save(seq([keras.Input((5, 2)), layers.LSTM(3, name="rnn")]), tmp / "rnn.keras"),
             [],
-            "conv (Conv2D): layer class 'Conv2D' is not supported; supported: InputLayer, Conv1DTranspose",
+            "rnn (LSTM): layer class 'LSTM' is not supported\nsupported layers: InputLayer, Conv1DTranspose",
         ),
         "nested": (
-            _save(seq([keras.Input((4,)), nested_inner]), tmp / "nested.keras"),
+            _save(seq([keras.Input((5, 2)), nested_inner]), tmp / "nested.keras"),
             [],
-            "inner (Sequential): nested models are not supported",
+            "inner/rnn (LSTM): layer class 'LSTM' is not supported\nsupported layers: InputLayer",
         ),
         "truncated": (truncated, [], "is not a readable .keras archive"),
         "garbage": (garbage, [], "neither a .keras archive, an .h5 file nor a Keras config JSON"),
