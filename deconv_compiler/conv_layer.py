@@ -255,7 +255,7 @@ def parse_conv_layer(
             compute = compute_dtype(dtype)
             limit = float(np.finfo(compute).max)
             for tensor, array in (("kernel", weights.kernel), ("bias", weights.bias)):
-                if array is not None and array.size and float(np.abs(array).max()) > limit:
+                if array is not None and array.size and max(-float(array.min()), float(array.max())) > limit:
                     message = f"{tensor} holds values beyond the {compute} range (|x| > {limit:.4g})"
                     problems.add((*path, "weights"), message)
                     weights = None

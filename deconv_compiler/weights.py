@@ -26,7 +26,8 @@ Report = Callable[[FieldPath, str], None]
 
 @dataclass(frozen=True, eq=False)
 class LayerWeights:
-    """A layer's kernel (Keras layout) and bias (or None), float64, and where they came from."""
+    """A layer's kernel (Keras layout) and bias (or None), and where they came from. Floating-point
+    arrays keep their dtype (a float32 Keras kernel is not doubled in memory), integers become float64."""
 
     kernel: np.ndarray
     bias: np.ndarray | None
@@ -179,7 +180,7 @@ def _as_array(value: Any, path: FieldPath, report: Report) -> np.ndarray | None:
     ):
         report(path, f"must hold numbers, got an array of {array.dtype}")
         return None
-    return array.astype(np.float64)
+    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
 
 
 def _check_shape(
@@ -204,6 +205,8 @@ def _check_shape(
                 hint = " = kernel_size + (filters, in_channels)"
         report(path, f"{name} has shape {shape}, expected {expected}{hint}")
         return False
+    if np.isfinite(array).all():
+        return True
     bad = int(np.count_nonzero(~np.isfinite(array)))
     if bad:
         report(path, f"{name} holds {bad} NaN or infinite value(s)")
