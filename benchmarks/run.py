@@ -32,6 +32,8 @@ import onnx  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 import deconv_compiler as dc  # noqa: E402
+from benchmarks.networks import NETWORKS, bench_network  # noqa: E402
+from benchmarks.networks import markdown as network_markdown  # noqa: E402
 from deconv_compiler import reference  # noqa: E402
 from deconv_compiler.planner import choose_strategy  # noqa: E402
 from deconv_compiler.runtime import SessionConfig, onnxruntime, time_interleaved  # noqa: E402
@@ -343,6 +345,8 @@ def markdown(report: dict[str, Any]) -> str:
         )
     else:
         lines.append("- auto vs PyTorch eager: not measured (torch is not installed).")
+    if report.get("networks"):
+        lines += network_markdown(report["networks"])
     return "\n".join(lines) + "\n"
 
 
@@ -354,6 +358,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per case")
     parser.add_argument("--budget", type=float, default=0.15, help="seconds of native runs per round")
     parser.add_argument("--cases", default="ABCDEF", help="which of the cases A-F to run")
+    parser.add_argument(
+        "--networks",
+        default=",".join(NETWORKS),
+        help="whole networks to run (comma-separated; empty for none; needs Keras: pip install -e '.[test]')",
+    )
     args = parser.parse_args()
     try:
         import torch
@@ -370,6 +379,10 @@ def main() -> None:
             print(f"case {case.name} {data_format}", file=sys.stderr, flush=True)
             layers.append(bench_layer(case, data_format, args.rounds, args.budget, sgemm))
     chain = bench_chain(args.rounds, args.budget)
+    networks = []
+    for name in filter(None, args.networks.split(",")):
+        print(f"network {name}", file=sys.stderr, flush=True)
+        networks.append(bench_network(name, CONFIG, args.rounds, args.budget, fresh_process_seconds))
     spec = ROOT / "specs" / "seed_example.yaml"
     out_model = args.out / "seed_example.onnx"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -382,6 +395,7 @@ def main() -> None:
         "sgemm": sgemm,
         "layers": layers,
         "chain": chain,
+        "networks": networks,
         "compile_s": fresh_process_seconds(["compile", str(spec), "-o", str(out_model)]),
         "validate_s": fresh_process_seconds(["validate", str(spec)]),
     }

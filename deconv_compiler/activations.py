@@ -105,6 +105,16 @@ def _gelu(em: Emitter, x: str, site: ActivationSite) -> str:
     return _mul(em, half_x, _one(em, "Add", [erf, em.const(1.0)]))
 
 
+def _gelu_tanh(em: Emitter, x: str, site: ActivationSite) -> str:
+    # keras.ops.gelu's default (approximate=True): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    if em.opset >= 20:
+        return _one(em, "Gelu", [x], approximate="tanh")
+    cube = _mul(em, _mul(em, x, x), x)
+    inner = _one(em, "Add", [x, _mul(em, cube, em.const(0.044715))])
+    tanh = _one(em, "Tanh", [_mul(em, inner, em.const(math.sqrt(2.0 / math.pi)))])
+    return _mul(em, _mul(em, x, em.const(0.5)), _one(em, "Add", [tanh, em.const(1.0)]))
+
+
 def _sigmoid(em: Emitter, x: str, site: ActivationSite) -> str:
     return _one(em, "Sigmoid", [x])
 
@@ -324,6 +334,9 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("sparsemax", _sparsemax, uses_axis=True),
     )
 }
+# Not a name Keras accepts as an activation (specs and layers refuse it): what keras.ops.gelu
+# computes by default, reached only through that op.
+OP_ACTIVATIONS: dict[str, Activation] = {"gelu_tanh": Activation("gelu_tanh", _gelu_tanh)}
 ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
 # Keras lists `threshold` too, but it has no defaults, so Keras itself fails on the bare string.
 REFUSED = {
@@ -331,6 +344,11 @@ REFUSED = {
     "Keras rejects it as a string too"
 }
 NAMES = tuple(sorted([*ACTIVATIONS, *ALIASES]))
+
+
+def activation(name: str) -> Activation:
+    """The table entry of a canonical name (those keras.ops alone reaches included)."""
+    return ACTIVATIONS[name] if name in ACTIVATIONS else OP_ACTIVATIONS[name]
 
 
 def canonical_activation(name: str) -> str | None:

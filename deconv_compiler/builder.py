@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from deconv_compiler import __version__
-from deconv_compiler.activations import ACTIVATIONS
+from deconv_compiler.activations import activation as activation_entry
 from deconv_compiler.planner import (
     ActivationStep,
     CastStep,
@@ -28,6 +28,7 @@ from deconv_compiler.planner import (
     Plan,
     PlanValue,
     Step,
+    ViewStep,
 )
 from deconv_compiler.strategies import ConvForm, GemmForm, NativeForm, SubpixelForm
 
@@ -46,7 +47,7 @@ class _OnnxEmitter:
         self.float_type: int = onnx_elem_type("float32")
         self.float_dtype = np.dtype(np.float32)
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        self.initializers: list[tuple[str, np.ndarray]] = []
         self._scope = ""
         self._counts: dict[str, dict[str, int]] = {}  # scope → op type → names handed out
         self._taken: set[str] = set()  # every node and tensor name so far: names must be unique
@@ -95,7 +96,7 @@ class _OnnxEmitter:
             suffix += 1
             unique = f"{name}_{suffix}"
         self._taken.add(unique)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), unique))
+        self.initializers.append((unique, array))
         return unique
 
 
@@ -114,7 +115,7 @@ def _cast_step(em: _OnnxEmitter, step: CastStep, names: dict[str, str]) -> str:
 
 
 def _activation_step(em: _OnnxEmitter, step: ActivationStep, names: dict[str, str]) -> str:
-    lower = ACTIVATIONS[step.activation].lower
+    lower = activation_entry(step.activation).lower
     x = names[step.input]
     return x if lower is None else lower(em, x, step.site)
 
@@ -123,10 +124,14 @@ def _conv_step(em: _OnnxEmitter, step: ConvStep, names: dict[str, str]) -> str:
     """The layer's form (ConvTranspose or an exact rewrite) → [Slice] → activation."""
     layer = step.layer
     y = _FORM_EMITTERS[type(layer.form)](em, layer, layer.form, names[step.input])
-    activation = ACTIVATIONS[layer.activation]
+    activation = activation_entry(layer.activation)
     if activation.lower is not None:
         y = activation.lower(em, y, layer.activation_site)
     return y
+
+
+def _view_step(em: _OnnxEmitter, step: ViewStep, names: dict[str, str]) -> str:
+    return names[step.input]  # the same ONNX tensor: only the planner's layout changed
 
 
 _STEP_EMITTERS: dict[type, StepEmitter] = {
@@ -134,6 +139,7 @@ _STEP_EMITTERS: dict[type, StepEmitter] = {
     CastStep: _cast_step,
     ActivationStep: _activation_step,
     ConvStep: _conv_step,
+    ViewStep: _view_step,
 }
 
 
@@ -264,23 +270,33 @@ def build_model(plan: Plan, metadata: tuple[tuple[str, str], ...]) -> onnx.Model
             actual = em.op("Identity", [renamed.get(actual, actual)])[0]
         renamed[actual] = output.name
         _rename_tensor(em.nodes, actual, output.name)
-    graph = helper.make_graph(
-        em.nodes,
-        plan.name,
-        [_value_info(value) for value in plan.inputs],
-        [_value_info(output) for output, _ in plan.outputs],
-        initializer=em.initializers,
-    )
+    # The model is filled in place: make_graph/make_model copy every initializer (twice), which
+    # is most of the build time of a 200 MB model.
     opset = helper.make_opsetid("", plan.opset)
-    model = helper.make_model(
-        graph,
-        opset_imports=[opset],
+    model = onnx.ModelProto(
         ir_version=helper.find_min_ir_version_for([opset]),
         producer_name=PRODUCER,
         producer_version=__version__,
     )
+    model.opset_import.append(opset)
+    graph = model.graph
+    graph.name = plan.name
+    graph.node.extend(em.nodes)
+    graph.input.extend(_value_info(value) for value in plan.inputs)
+    graph.output.extend(_value_info(output) for output, _ in plan.outputs)
+    for name, array in em.initializers:
+        _fill_tensor(graph.initializer.add(), name, array)
     helper.set_model_props(model, dict(metadata))
     return model
+
+
+def _fill_tensor(tensor: onnx.TensorProto, name: str, array: np.ndarray) -> None:
+    """What `numpy_helper.from_array` writes (little-endian raw data), without an extra copy."""
+    array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    tensor.name = name
+    tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor.dims.extend(array.shape)
+    tensor.raw_data = array.tobytes()
 
 
 def _emit(em: _OnnxEmitter, step: Step, names: dict[str, str]) -> str:

@@ -8,6 +8,8 @@ input and output carry their shapes; the inferred output shape agrees with the d
 
 from __future__ import annotations
 
+import math
+
 import onnx
 from onnx import shape_inference
 
@@ -33,14 +35,14 @@ def check_model(model: onnx.ModelProto) -> onnx.ModelProto:
 # Initializers larger than this are checked as typed graph inputs: the checker and shape inference
 # serialize the whole model (about 1 s for a 200 MB Pix2Pix generator) but need only the types
 # and shapes of weights; small ones (shapes, axes, pads) keep their values for data propagation.
-_VIEW_BYTES = 4096
+_VIEW_ELEMENTS = 1024
 
 
 def shape_view(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with every large initializer turned into a graph input of the same type and shape."""
     view = _without_initializers(model)
     for tensor in model.graph.initializer:
-        if tensor.ByteSize() <= _VIEW_BYTES:
+        if math.prod(tensor.dims) <= _VIEW_ELEMENTS:
             view.graph.initializer.append(tensor)
         else:
             typed = onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)

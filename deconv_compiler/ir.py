@@ -184,7 +184,8 @@ class GroupNormOp:
 
 @dataclass(frozen=True)
 class UnitNormOp:
-    """UnitNormalization: x / max(||x||_2 over axes, sqrt(1e-12)) as Keras computes it."""
+    """UnitNormalization: x * min(1 / ||x||_2 over axes, 1e12) as Keras 3 computes it
+    (`normalize(order=2, epsilon=1e-12)`: x / max(||x||, 1e-12); Keras 2 capped at sqrt(1e-12))."""
 
     axes: tuple[int, ...]
 

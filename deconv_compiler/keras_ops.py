@@ -280,10 +280,11 @@ def _activation(name: str) -> OpParser:
 def _gelu(call: OpCall) -> Outputs | None:
     if not _one_tensor(call):
         return None
-    if call.config.get("approximate", True) is not False:
-        call.fail("the tanh approximation (approximate=True) is not supported; use approximate=False")
+    approximate = call.config.get("approximate", True)  # keras.ops.gelu's default, unlike the activation's
+    if not isinstance(approximate, bool):
+        call.fail(f"approximate must be true or false, got {shown(approximate)}")
         return None
-    return [(ActivationOp("gelu"), call.input_shapes[0])]
+    return [(ActivationOp("gelu_tanh" if approximate else "gelu"), call.input_shapes[0])]
 
 
 def _relu_op(call: OpCall) -> Outputs | None:
@@ -373,9 +374,10 @@ def is_op_entry(entry: Mapping[str, Any]) -> bool:
     module = entry.get("module")
     if isinstance(module, str):
         return module.startswith(OP_MODULES)
-    body = entry.get("config")
+    body, class_name = entry.get("config"), entry.get("class_name")
     return (
-        entry.get("class_name") in OP_PARSERS
+        isinstance(class_name, str)
+        and class_name in OP_PARSERS
         and isinstance(body, Mapping)
         and "trainable" not in body
         and "dtype" not in body

@@ -4,14 +4,20 @@ One planner for every graph, whichever front end made it:
 
 - Weights: those no file gave are made by the layers' initializers (seeded by the options' seed,
   else the model's).
-- BatchNormalization that directly follows a linear transposed convolution or Dense (its only
-  consumer, on the channel axis, same dtype policy) is folded into that layer's kernel and bias;
-  elsewhere it is a Mul and an Add with Keras' inference formula.
-- Layouts: every tensor lives in a physical layout (a permutation of its Keras axes). Transposed
-  convolutions need N,C,spatial (N,spatial,C for `gemm`); every other layer works in whatever
-  layout its input has (axes, pads, scales and broadcast constants are permuted instead), except
-  those whose meaning depends on memory order (Reshape, Flatten, Dense off the channel axis). So a
-  channels_last decoder gets one Transpose into the internal layout and one back, none between.
+- BatchNormalization that directly follows a linear transposed convolution, convolution or Dense
+  (its only consumer, on the channel axis, same dtype policy) is folded into that layer's kernel
+  (a separable conv's pointwise kernel) and bias; elsewhere it is a Mul and an Add with Keras'
+  inference formula.
+- Layouts: every tensor lives in a physical layout (a permutation of its Keras axes). Convolutions,
+  transposed convolutions, pooling and GroupNormalization need N,C,spatial (N,spatial,C for
+  `gemm`); every other layer works in whatever layout its input has (axes, pads, scales and
+  broadcast constants are permuted instead; Permute, Squeeze and ExpandDims only relabel the
+  layout), except those whose meaning depends on memory order (Reshape, Flatten, RepeatVector,
+  Dense off the channel axis). So a channels_last network gets one Transpose into the internal
+  layout and one back, none between.
+- Convolutions are ONNX Conv with the bias fused and the activation as the next node (the pair
+  onnxruntime fuses); Keras' `same` padding is explicit wherever it does not depend on an unknown
+  size, else SAME_UPPER (the same rule: ceil(i/s) outputs, the odd pad at the end).
 - dtypes: each layer computes in its policy's dtype (the options' `dtype` over the layer's own);
   a Cast goes where a tensor meets a layer of another dtype, and at the outputs.
 - Strategies: each transposed convolution's, by one precedence (`requested_strategy`), `auto`
@@ -20,7 +26,7 @@ One planner for every graph, whichever front end made it:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,22 +40,37 @@ from deconv_compiler.errors import CompileError, InternalError
 from deconv_compiler.ir import (
     ActivationOp,
     BatchNormOp,
+    ClipOp,
     ConcatenateOp,
+    ConvOp,
     ConvTransposeOp,
     DenseOp,
     EluOp,
+    ExpandDimsOp,
     FlattenOp,
+    GlobalPoolOp,
     Graph,
+    GroupNormOp,
     IdentityOp,
+    LayerNormOp,
     LeakyReluOp,
     MergeOp,
     Node,
+    NormalizeOp,
     PadOp,
+    PermuteOp,
+    PoolOp,
     PReluOp,
     ReluOp,
+    RepeatVectorOp,
+    RescaleOp,
     ReshapeOp,
+    ScalarOp,
     Shape,
+    SliceOp,
     SoftmaxOp,
+    SqueezeOp,
+    UnitNormOp,
     UpSampleOp,
 )
 from deconv_compiler.options import CompileOptions
@@ -138,7 +159,18 @@ class ActivationStep:
     site: ActivationSite
 
 
-Step = NodeStep | ConvStep | CastStep | ActivationStep
+@dataclass(frozen=True, eq=False)
+class ViewStep:
+    """No ONNX node: `output` is the tensor `input` under a new id, with its own layout (a
+    Permute relabels the axes of the data it reads, it moves nothing)."""
+
+    scope: str
+    dtype: str
+    input: str
+    output: str
+
+
+Step = NodeStep | ConvStep | CastStep | ActivationStep | ViewStep
 
 
 @dataclass(frozen=True)
@@ -266,8 +298,8 @@ def _cast(layer: str, tensor: str, array: np.ndarray, dtype: np.dtype[Any]) -> n
     """Weights in the layer's dtype; values the dtype cannot hold (an initializer's constant
     of 1e300 in float32, a Keras weight of 1e5 compiled in float16) are an error, not infinities."""
     with np.errstate(over="ignore"):
-        cast = array.astype(dtype)
-    if not np.all(np.isfinite(cast)):
+        cast = array.astype(dtype, copy=False)
+    if not np.isfinite(cast).all():
         largest = float(np.max(np.abs(array)))
         raise CompileError(
             f"layer {layer!r}: its {tensor} holds values beyond the {dtype} range (|x| up to "
@@ -299,7 +331,9 @@ class _Planner:
     def policy(self, node: Node) -> str:
         return self.options.dtype or node.policy
 
-    def node(self, scope: str, dtype: str, op_type: str, inputs: list[str | Constant], **attrs: Any) -> str:
+    def node(
+        self, scope: str, dtype: str, op_type: str, inputs: Sequence[str | Constant], **attrs: Any
+    ) -> str:
         out = self.new_id()
         self.steps.append(NodeStep(scope, dtype, op_type, tuple(inputs), out, tuple(attrs.items())))
         self.dtypes[out] = dtype
@@ -347,7 +381,9 @@ class _Planner:
 
     def floats(self, layer: str, array: Any, dtype: str, name: str | None = None) -> Constant:
         """A constant of `layer` in its compute dtype; one that overflows it is an error, not an infinity."""
-        value = np.asarray(array, dtype=np.float64)
+        value = np.asarray(array)
+        if not np.issubdtype(value.dtype, np.floating):
+            value = value.astype(np.float64)
         return Constant(np.ascontiguousarray(_cast(layer, name or "constant", value, np.dtype(dtype))), name)
 
 
@@ -450,6 +486,17 @@ def _bn_affine(bn: BatchNormOp) -> tuple[np.ndarray, np.ndarray]:
 def _fold(node: Node, bn: BatchNormOp) -> Node | None:
     op = node.op
     inv, shift = _bn_affine(bn)
+    # Scale kernels in their own precision (at least float32): a float64 product of a 200 MB
+    # kernel costs seconds and memory and changes the result by less than one float32 rounding.
+    kernel = (
+        op.kernel
+        if isinstance(op, (ConvOp, DenseOp))
+        else getattr(getattr(op, "weights", None), "kernel", None)
+    )
+    if isinstance(kernel, np.ndarray):
+        inv = inv.astype(np.promote_types(kernel.dtype, np.float32))
+    if isinstance(op, ConvOp):
+        return _fold_conv(node, op, bn.axis, inv, shift)
     if isinstance(op, ConvTransposeOp) and isinstance(op.weights, LayerWeights):
         layer = op.layer
         channel_axis = layer.rank + 1 if layer.data_format == "channels_last" else 1
@@ -465,6 +512,18 @@ def _fold(node: Node, bn: BatchNormOp) -> Node | None:
         bias = (op.bias if op.bias is not None else 0.0) * inv + shift
         return replace(node, op=DenseOp(op.kernel * inv[None, :], bias, op.activation))
     return None
+
+
+def _fold_conv(node: Node, op: ConvOp, axis: int, inv: np.ndarray, shift: np.ndarray) -> Node | None:
+    """Scale each output channel of the last conv (Keras kernels end with the output channels:
+    a plain or grouped conv's, a depthwise conv's (k..., 1, in * multiplier), a separable conv's
+    pointwise kernel); the shift joins the bias."""
+    if op.activation != "linear" or axis != (1 if op.channels_first else op.rank + 1):
+        return None
+    bias = (op.bias if op.bias is not None else 0.0) * inv + shift
+    if op.pointwise is not None:
+        return replace(node, op=replace(op, pointwise=op.pointwise * inv, bias=bias))
+    return replace(node, op=replace(op, kernel=op.kernel * inv, bias=bias))
 
 
 # --- one node: a planner per op type ------------------------------------------------------------
@@ -583,12 +642,15 @@ def _relu(p: _Planner, node: Node, op: ReluOp) -> None:
         p.define(node.output.name, p.node(scope, dtype, "LeakyRelu", [x], alpha=op.negative_slope), layout)
         return
     zero = p.floats(node.name, 0.0, dtype)
-    if op.threshold != 0:
+    if op.max_value is not None and op.threshold == 0:
+        # relu then clip(0, max) is one Clip (ReLU6): onnxruntime fuses Conv + Clip, not Relu + Clip
+        y = p.node(scope, dtype, "Clip", [x, zero, p.floats(node.name, op.max_value, dtype)])
+    elif op.threshold != 0:
         above = p.node(scope, dtype, "Greater", [x, p.floats(node.name, op.threshold, dtype)])
         y = p.node(scope, dtype, "Where", [above, x, zero])
     else:
         y = p.node(scope, dtype, "Relu", [x])
-    if op.max_value is not None:
+    if op.max_value is not None and op.threshold != 0:
         y = p.node(scope, dtype, "Clip", [y, zero, p.floats(node.name, op.max_value, dtype)])
     if op.negative_slope != 0:
         shifted = p.node(scope, dtype, "Neg", [x])
@@ -632,10 +694,7 @@ def _softmax(p: _Planner, node: Node, op: SoftmaxOp) -> None:
         p.steps.append(ActivationStep(scope, dtype, x, out, "softmax", ActivationSite(axes[0], rank, size)))
         p.dtypes[out] = dtype
     else:  # Keras: exp(x - logsumexp(x, axes, keepdims=True)) over several axes
-        if p.options.opset >= 18:  # axes became an input in opset 18
-            lse = p.node(scope, dtype, "ReduceLogSumExp", [x, _i64(axes)], keepdims=1)
-        else:
-            lse = p.node(scope, dtype, "ReduceLogSumExp", [x], axes=axes, keepdims=1)
+        lse = _reduce(p, scope, dtype, "ReduceLogSumExp", x, axes)
         out = p.node(scope, dtype, "Exp", [p.node(scope, dtype, "Sub", [x, lse])])
     p.define(node.output.name, out, layout)
 
@@ -647,12 +706,31 @@ def _merge(p: _Planner, node: Node, op: MergeOp | ConcatenateOp) -> None:
     layout = p.layouts[p.tensor(node.inputs[0])]
     inputs = [p.operand(scope, name, dtype, layout) for name in node.inputs]
     if isinstance(op, MergeOp):
-        out = inputs[0]
-        for other in inputs[1:]:
-            out = p.node(scope, dtype, "Add", [out, other])
+        out = _merged(p, scope, dtype, op.function, inputs)
     else:
-        out = p.node(scope, dtype, "Concat", list(inputs), axis=layout.index(op.axis))
+        out = p.node(scope, dtype, "Concat", inputs, axis=layout.index(op.axis))
     p.define(node.output.name, out, layout)
+
+
+_BINARY = {
+    "add": "Add", "subtract": "Sub", "multiply": "Mul", "divide": "Div", "maximum": "Max",
+    "minimum": "Min", "power": "Pow", "average": "Add",
+}  # fmt: skip
+
+
+def _merged(p: _Planner, scope: str, dtype: str, function: str, inputs: list[str]) -> str:
+    """Keras' merges fold left to right (`output = op(output, x)`); Max and Min are variadic in
+    ONNX; Average is the sum divided by the count, as Keras computes it."""
+    if len(inputs) == 1:
+        return inputs[0]
+    if function in ("maximum", "minimum"):
+        return p.node(scope, dtype, _BINARY[function], inputs)
+    out = p.node(scope, dtype, _BINARY[function], inputs[:2])
+    for other in inputs[2:]:
+        out = p.node(scope, dtype, _BINARY[function], [out, other])
+    if function == "average":
+        out = p.node(scope, dtype, "Div", [out, p.floats(scope, float(len(inputs)), dtype)])
+    return out
 
 
 @_plans(ReshapeOp)
@@ -715,3 +793,344 @@ def _upsample(p: _Planner, node: Node, op: UpSampleOp) -> None:
 
 def _i64(values: Any) -> Constant:
     return Constant(np.asarray(values, dtype=np.int64))
+
+
+def _reduce(
+    p: _Planner, scope: str, dtype: str, op_type: str, x: str, axes: Sequence[int], keepdims: bool = True
+) -> str:
+    # axes moved from an attribute to an input: ReduceSum's in opset 13, the other reductions' in 18
+    if p.options.opset >= (13 if op_type == "ReduceSum" else 18):
+        return p.node(scope, dtype, op_type, [x, _i64(list(axes))], keepdims=int(keepdims))
+    return p.node(scope, dtype, op_type, [x], axes=list(axes), keepdims=int(keepdims))
+
+
+def _axes_node(p: _Planner, scope: str, dtype: str, op_type: str, x: str, axes: Sequence[int]) -> str:
+    """Squeeze / Unsqueeze: their axes became an input in opset 13."""
+    if p.options.opset >= 13:
+        return p.node(scope, dtype, op_type, [x, _i64(list(axes))])
+    return p.node(scope, dtype, op_type, [x], axes=list(axes))
+
+
+def _view(p: _Planner, scope: str, x: str, layout: Perm) -> str:
+    out = p.new_id()
+    p.steps.append(ViewStep(scope, p.dtypes[x], x, out))
+    p.dtypes[out] = p.dtypes[x]
+    p.layouts[out] = layout
+    return out
+
+
+def _without_axes(layout: Perm, axes: Sequence[int]) -> Perm:
+    """The layout of a tensor once Keras `axes` are gone: the rest keep their physical order."""
+    return tuple(a - sum(1 for r in axes if r < a) for a in layout if a not in axes)
+
+
+def _full_rank(array: np.ndarray, layout: Perm) -> np.ndarray:
+    """A constant that broadcasts against the Keras shape (numpy rules), for a tensor in `layout`."""
+    if array.ndim == 0:
+        return array
+    rank = len(layout)
+    return np.transpose(array.reshape((1,) * (rank - array.ndim) + array.shape), layout)
+
+
+def _along(array: np.ndarray, axes: Sequence[int], layout: Perm) -> np.ndarray:
+    """`array`, sized like the Keras `axes` (in order), as a constant for a tensor in `layout`."""
+    shape = [1] * len(layout)
+    for axis, size in zip(axes, array.shape, strict=True):
+        shape[axis] = size
+    return np.transpose(array.reshape(shape), layout)
+
+
+def _spatial(p: _Planner, node: Node, channels_first: bool) -> tuple[int | None, ...]:
+    shape = p.graph.values[node.inputs[0]].shape
+    return tuple(shape[2:] if channels_first else shape[1:-1])
+
+
+# --- convolutions and pooling ------------------------------------------------------------------
+
+
+def same_pads(length: int | None, kernel: int, stride: int, dilation: int) -> tuple[int, int] | None:
+    """Keras' `same` on one axis (lax's SAME): ceil(i/s) outputs, total padding
+    max((ceil(i/s) - 1) * s + ke - i, 0), the odd one at the end. Stride 1 needs no length (the
+    total is ke - 1); None: an unknown length with a stride > 1."""
+    extent = (kernel - 1) * dilation + 1
+    if stride == 1:
+        total = extent - 1
+    elif length is None:
+        return None
+    else:
+        total = max((-(-length // stride) - 1) * stride + extent - length, 0)
+    return total // 2, total - total // 2
+
+
+def _window_pads(
+    spatial: Sequence[int | None],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    padding: str,
+) -> dict[str, Any]:
+    """ONNX Conv/MaxPool/AveragePool padding for Keras' `padding`: explicit pads wherever they do
+    not depend on an unknown size; else SAME_UPPER, which is Keras' rule (ceil(i/s) outputs, the
+    odd pad at the end), computed by the runtime for each input size."""
+    rank = len(kernel)
+    if padding == "valid":
+        return {"pads": [0] * (2 * rank)}
+    if padding == "causal":  # Keras' Conv1D pads (k - 1) * d before the sequence, then `valid`
+        return {"pads": [(kernel[0] - 1) * dilations[0], 0]}
+    pairs = [same_pads(*axis) for axis in zip(spatial, kernel, strides, dilations, strict=True)]
+    known = [pair for pair in pairs if pair is not None]
+    if len(known) < rank:
+        return {"auto_pad": "SAME_UPPER"}
+    return {"pads": [begin for begin, _ in known] + [end for _, end in known]}
+
+
+def _conv_weight(kernel: np.ndarray, rank: int) -> np.ndarray:
+    # Keras kernel (k..., in / groups, out) → ONNX W (out, in / groups, k...)
+    return np.transpose(kernel, (rank + 1, rank, *range(rank)))
+
+
+@_plans(ConvOp)
+def _conv(p: _Planner, node: Node, op: ConvOp) -> None:
+    """Conv (grouped for depthwise), then the pointwise 1x1 Conv of a separable conv; the bias
+    in the last Conv; the activation as the next node, where onnxruntime fuses it."""
+    scope, rank = node.name, op.rank
+    dtype = compute_dtype(p.policy(node))
+    layout = internal_layout("channels_first" if op.channels_first else "channels_last", rank + 2)
+    x = p.operand(scope, node.inputs[0], dtype, layout)
+    bias = [] if op.bias is None else [p.floats(scope, op.bias, dtype, f"{scope}/bias")]
+    size = op.kernel.shape[:rank]
+    pads = _window_pads(_spatial(p, node, op.channels_first), size, op.strides, op.dilation_rate, op.padding)
+    kernel = p.floats(scope, _conv_weight(op.kernel, rank), dtype, f"{scope}/kernel")
+    y = p.node(
+        scope, dtype, "Conv", [x, kernel, *(bias if op.pointwise is None else [])],
+        kernel_shape=list(size), strides=list(op.strides), dilations=list(op.dilation_rate),
+        group=op.groups, **pads,
+    )  # fmt: skip
+    if op.pointwise is not None:
+        pointwise = p.floats(scope, _conv_weight(op.pointwise, rank), dtype, f"{scope}/pointwise_kernel")
+        y = p.node(scope, dtype, "Conv", [y, pointwise, *bias], kernel_shape=[1] * rank)
+    p.layouts[y] = layout
+    if op.activation != "linear":
+        y = _activation(p, node, y, op.activation, dtype)
+    p.define(node.output.name, y, layout)
+
+
+@_plans(PoolOp)
+def _pool(p: _Planner, node: Node, op: PoolOp) -> None:
+    scope = node.name
+    dtype = compute_dtype(p.policy(node))
+    rank = len(op.pool_size)
+    layout = internal_layout("channels_first" if op.channels_first else "channels_last", rank + 2)
+    x = p.operand(scope, node.inputs[0], dtype, layout)
+    spatial = _spatial(p, node, op.channels_first)
+    attrs = _window_pads(spatial, op.pool_size, op.strides, (1,) * rank, op.padding)
+    attrs.update(kernel_shape=list(op.pool_size), strides=list(op.strides))
+    if op.function == "max":  # padding never wins a max (lax pads with -inf)
+        y = p.node(scope, dtype, "MaxPool", [x], **attrs)
+    else:  # Keras' `same` average divides by the count of real elements in each window
+        y = p.node(scope, dtype, "AveragePool", [x], count_include_pad=0, **attrs)
+    p.define(node.output.name, y, layout)
+
+
+@_plans(GlobalPoolOp)
+def _global_pool(p: _Planner, node: Node, op: GlobalPoolOp) -> None:
+    x, dtype, layout = _single_input(p, node)
+    positions = sorted(layout.index(a) for a in op.axes)
+    op_type = "ReduceMax" if op.function == "max" else "ReduceMean"
+    y = _reduce(p, node.name, dtype, op_type, x, positions, op.keepdims)
+    p.define(node.output.name, y, layout if op.keepdims else _without_axes(layout, op.axes))
+
+
+# --- normalizations ----------------------------------------------------------------------------
+
+
+def _statistics_input(p: _Planner, node: Node, layout: Perm | None = None) -> tuple[str, str]:
+    """Layer/GroupNormalization read their input uncast (Keras sets autocast=False) and compute
+    in at least float32 (`result_type(x.dtype, "float32")`), even under a float16 policy."""
+    tensor = p.tensor(node.inputs[0])
+    wide = "float64" if p.dtypes[tensor] == "float64" else "float32"
+    return p.operand(node.name, node.inputs[0], wide, layout), wide
+
+
+def _moments(
+    p: _Planner, scope: str, dtype: str, x: str, positions: Sequence[int], epsilon: float
+) -> tuple[str, str]:
+    """x - mean and sqrt(variance + epsilon) over `positions`, the variance two-pass as jnp.var
+    (not Pow: onnxruntime would fuse the pattern into its LayerNormalization, whose one-pass
+    E[x²] - E[x]² loses digits when the mean is large)."""
+    mean = _reduce(p, scope, dtype, "ReduceMean", x, positions)
+    centred = p.node(scope, dtype, "Sub", [x, mean])
+    squares = p.node(scope, dtype, "Mul", [centred, centred])
+    variance = _reduce(p, scope, dtype, "ReduceMean", squares, positions)
+    shifted = p.node(scope, dtype, "Add", [variance, p.floats(scope, epsilon, dtype)])
+    return centred, p.node(scope, dtype, "Sqrt", [shifted])
+
+
+def _affine(
+    p: _Planner,
+    scope: str,
+    dtype: str,
+    y: str,
+    weights: tuple[np.ndarray | None, np.ndarray | None],
+    axes: Sequence[int],
+    layout: Perm,
+) -> str:
+    """y * gamma + beta, both sized like the Keras `axes`, in the statistics' dtype (Keras casts
+    the weights up to it, never down)."""
+    for array, op_type, name in zip(weights, ("Mul", "Add"), ("gamma", "beta"), strict=True):
+        if array is not None:
+            constant = p.floats(scope, _along(array, axes, layout), dtype, f"{scope}/{name}")
+            y = p.node(scope, dtype, op_type, [y, constant])
+    return y
+
+
+def _finish(p: _Planner, node: Node, y: str, layout: Perm) -> None:
+    """A normalization's result cast to the layer's compute dtype (Keras casts it back)."""
+    p.layouts[y] = layout
+    p.define(node.output.name, p.cast(node.name, y, compute_dtype(p.policy(node))), layout)
+
+
+@_plans(LayerNormOp)
+def _layer_norm(p: _Planner, node: Node, op: LayerNormOp) -> None:
+    """Keras: (x - mean) / sqrt(variance + epsilon) * gamma + beta over `axes`; the deprecated
+    rms_scaling divides x itself (not centred) and has no beta."""
+    scope = node.name
+    x, wide = _statistics_input(p, node)
+    layout = p.layouts[x]
+    centred, root = _moments(p, scope, wide, x, sorted(layout.index(a) for a in op.axes), op.epsilon)
+    y = p.node(scope, wide, "Div", [x if op.rms_scaling else centred, root])
+    _finish(p, node, _affine(p, scope, wide, y, (op.gamma, op.beta), op.axes, layout), layout)
+
+
+@_plans(GroupNormOp)
+def _group_norm(p: _Planner, node: Node, op: GroupNormOp) -> None:
+    """With the channel axis right after the batch, Keras' (..., groups, channels / groups, ...)
+    split is a Reshape to (N, groups, -1); moments over the last axis, then back to x's shape."""
+    scope = node.name
+    rank = len(node.output.shape)
+    layout = (0, op.axis, *(a for a in range(1, rank) if a != op.axis))
+    x, wide = _statistics_input(p, node, layout)
+    grouped = p.node(scope, wide, "Reshape", [x, _i64([0, op.groups, -1])])
+    centred, root = _moments(p, scope, wide, grouped, [2], op.epsilon)
+    y = p.node(scope, wide, "Div", [centred, root])
+    y = p.node(scope, wide, "Reshape", [y, p.node(scope, wide, "Shape", [x])])
+    _finish(p, node, _affine(p, scope, wide, y, (op.gamma, op.beta), (op.axis,), layout), layout)
+
+
+@_plans(UnitNormOp)
+def _unit_norm(p: _Planner, node: Node, op: UnitNormOp) -> None:
+    """Keras 3 `normalize(order=2, epsilon=1e-12)`: x * min(rsqrt(sum x²), 1 / 1e-12), in the
+    compute dtype; 1e12 is infinite in float16, where Keras' cap does nothing."""
+    scope = node.name
+    x, dtype, layout = _single_input(p, node)
+    squares = _reduce(p, scope, dtype, "ReduceSumSquare", x, sorted(layout.index(a) for a in op.axes))
+    inverse = p.node(scope, dtype, "Reciprocal", [p.node(scope, dtype, "Sqrt", [squares])])
+    if 1e12 <= float(np.finfo(dtype).max):
+        inverse = p.node(scope, dtype, "Min", [inverse, p.floats(scope, 1e12, dtype)])
+    p.define(node.output.name, p.node(scope, dtype, "Mul", [x, inverse]), layout)
+
+
+@_plans(RescaleOp)
+def _rescale(p: _Planner, node: Node, op: RescaleOp) -> None:
+    """Keras: x * scale + offset, both cast to the compute dtype (a unit scale and a zero offset
+    change no value and give no node)."""
+    x, dtype, layout = _single_input(p, node)
+    y = x
+    if np.any(op.scale != 1):
+        y = p.node(node.name, dtype, "Mul", [y, p.floats(node.name, _full_rank(op.scale, layout), dtype)])
+    if np.any(op.offset != 0):
+        y = p.node(node.name, dtype, "Add", [y, p.floats(node.name, _full_rank(op.offset, layout), dtype)])
+    p.define(node.output.name, y, layout)
+
+
+@_plans(NormalizeOp)
+def _normalize(p: _Planner, node: Node, op: NormalizeOp) -> None:
+    """Keras: (x - mean) / max(sqrt(variance), epsilon), inverted mean + x * max(...), with
+    `backend.epsilon()` = 1e-7 (Keras' default; keras.json may change it)."""
+    scope = node.name
+    x, dtype, layout = _single_input(p, node)
+    mean = p.floats(scope, np.transpose(op.mean, layout), dtype, f"{scope}/mean")
+    scale = np.maximum(np.sqrt(op.variance), 1e-7)
+    deviation = p.floats(scope, np.transpose(scale, layout), dtype, f"{scope}/std")
+    if op.invert:
+        y = p.node(scope, dtype, "Add", [p.node(scope, dtype, "Mul", [x, deviation]), mean])
+    else:
+        y = p.node(scope, dtype, "Div", [p.node(scope, dtype, "Sub", [x, mean]), deviation])
+    p.define(node.output.name, y, layout)
+
+
+# --- arithmetic ----------------------------------------------------------------------------------
+
+
+@_plans(ScalarOp)
+def _scalar(p: _Planner, node: Node, op: ScalarOp) -> None:
+    x, dtype, layout = _single_input(p, node)
+    constant = p.floats(node.name, op.constant, dtype)
+    inputs: list[str | Constant] = [constant, x] if op.constant_first else [x, constant]
+    p.define(node.output.name, p.node(node.name, dtype, _BINARY[op.function], inputs), layout)
+
+
+@_plans(ClipOp)
+def _clip(p: _Planner, node: Node, op: ClipOp) -> None:
+    """Clip with both bounds (inputs from opset 11), one-sided bounds as Max or Min."""
+    scope = node.name
+    x, dtype, layout = _single_input(p, node)
+    low = None if op.low is None else p.floats(scope, op.low, dtype)
+    high = None if op.high is None else p.floats(scope, op.high, dtype)
+    if low is not None and high is not None:
+        x = p.node(scope, dtype, "Clip", [x, low, high])
+    elif low is not None:
+        x = p.node(scope, dtype, "Max", [x, low])
+    elif high is not None:
+        x = p.node(scope, dtype, "Min", [x, high])
+    p.define(node.output.name, x, layout)
+
+
+# --- axes ----------------------------------------------------------------------------------------
+
+
+@_plans(PermuteOp)
+def _permute(p: _Planner, node: Node, op: PermuteOp) -> None:
+    """No node: the data stays where it is, its layout is relabelled (output axis j is input
+    axis perm[j]); a Transpose happens only where a later layer needs another layout."""
+    x, _, layout = _single_input(p, node)
+    output_axis = {axis: j for j, axis in enumerate(op.perm)}
+    relabelled = tuple(output_axis[a] for a in layout)
+    p.define(node.output.name, x if relabelled == layout else _view(p, node.name, x, relabelled), relabelled)
+
+
+@_plans(RepeatVectorOp)
+def _repeat_vector(p: _Planner, node: Node, op: RepeatVectorOp) -> None:
+    scope = node.name
+    x, dtype, _ = _single_input(p, node)
+    x = p.in_layout(scope, x, (0, 1))
+    y = _axes_node(p, scope, dtype, "Unsqueeze", x, [1])
+    y = p.node(scope, dtype, "Expand", [y, _i64([1, op.times, 1])])
+    p.define(node.output.name, y, (0, 1, 2))
+
+
+@_plans(SliceOp)
+def _slice_axis(p: _Planner, node: Node, op: SliceOp) -> None:
+    x, dtype, layout = _single_input(p, node)
+    bounds = [_i64([op.start]), _i64([op.stop]), _i64([layout.index(op.axis)])]
+    p.define(node.output.name, p.node(node.name, dtype, "Slice", [x, *bounds]), layout)
+
+
+@_plans(SqueezeOp)
+def _squeeze(p: _Planner, node: Node, op: SqueezeOp) -> None:
+    x, dtype, layout = _single_input(p, node)
+    y = _axes_node(p, node.name, dtype, "Squeeze", x, sorted(layout.index(a) for a in op.axes))
+    p.define(node.output.name, y, _without_axes(layout, op.axes))
+
+
+@_plans(ExpandDimsOp)
+def _expand_dims(p: _Planner, node: Node, op: ExpandDimsOp) -> None:
+    """Each new (size-1) axis goes right after the axis before it, so an identity layout stays one."""
+    x, dtype, layout = _single_input(p, node)
+    rank = len(layout) + len(op.axes)
+    kept = [a for a in range(rank) if a not in op.axes]  # input axis i is output axis kept[i]
+    physical = [kept[a] for a in layout]
+    for axis in sorted(op.axes):
+        physical.insert(physical.index(axis - 1) + 1, axis)
+    y = _axes_node(p, node.name, dtype, "Unsqueeze", x, sorted(physical.index(a) for a in op.axes))
+    p.define(node.output.name, y, tuple(physical))

@@ -1,4 +1,5 @@
-"""Independent float64 numpy reference for Keras 3 `Conv{1,2,3}DTranspose` and its activations.
+"""Independent float64 numpy reference for Keras 3 `Conv{1,2,3}DTranspose`, its activations, and
+the other layers of a saved Keras model (convolutions, pooling, normalizations, merges, axes).
 
 The oracle of `deconvc check` and of the test suite (where it is itself proven against real
 Keras). It imports nothing from the compiler and is written from the definitions, not from
@@ -11,6 +12,8 @@ either implementation:
   `output_padding`), the missing tail is zeros, and the bias is added there too.
 * Activations follow the Keras 3.15.1 jax-backend formulas (keras/src/activations/activations.py,
   keras/src/backend/jax/nn.py, jax.nn), in float64, with Keras' default arguments.
+* A forward convolution or pooling window reads the input padded the Keras (lax) way, one
+  strided view per kernel tap; normalizations follow keras/src/ops/nn.py and the layers' `call`.
 
 Everything is computed in float64 so that it can judge float32 results.
 """
@@ -262,6 +265,11 @@ def _gelu_exact(x: FloatArray) -> FloatArray:
     return 0.5 * x * _erfc(-x / math.sqrt(2.0))
 
 
+def _gelu_tanh(x: FloatArray) -> FloatArray:
+    """keras.ops.gelu's default (approximate=True): `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
 def _hard_sigmoid(x: FloatArray) -> FloatArray:
     """Keras 3 hard sigmoid `clip(x / 6 + 0.5, 0, 1)` (Keras 2 used slope 0.2)."""
     return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
@@ -346,6 +354,7 @@ _ELEMENTWISE: dict[str, Callable[[FloatArray], FloatArray]] = {
     "elu": _elu,
     "exponential": _exponential,
     "gelu": _gelu_exact,
+    "gelu_tanh": _gelu_tanh,
     "hard_shrink": lambda x: np.where(np.abs(x) > 0.5, x, 0.0),
     "hard_sigmoid": _hard_sigmoid,
     "hard_silu": lambda x: x * _hard_sigmoid(x),
@@ -380,7 +389,8 @@ _ALONG_LAST_AXIS: dict[str, Callable[[FloatArray], FloatArray]] = {
     "sparsemax": sparsemax_keras_3_15,
 }
 
-ACTIVATION_NAMES: tuple[str, ...] = tuple(sorted({**_ELEMENTWISE, **_ALONG_LAST_AXIS}))
+_OP_ONLY = {"gelu_tanh"}  # keras.ops.gelu's default: reached through that op, not an activation string
+ACTIVATION_NAMES: tuple[str, ...] = tuple(sorted({**_ELEMENTWISE, **_ALONG_LAST_AXIS}.keys() - _OP_ONLY))
 """The 31 Keras 3 activation strings this reference (and the compiler) support."""
 
 AXIS_ACTIVATIONS: tuple[str, ...] = tuple(sorted(_ALONG_LAST_AXIS))
@@ -540,3 +550,284 @@ def flatten(x: ArrayLike, channels_first: bool) -> FloatArray:
     if channels_first and y.ndim > 2:
         y = np.moveaxis(y, 1, -1)
     return y.reshape(y.shape[0], -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward convolutions and pooling (Keras 3: lax.conv_general_dilated / lax.reduce_window)
+# --------------------------------------------------------------------------------------------
+
+
+def keras_window_padding(length: int, k: int, s: int, d: int, padding: str) -> tuple[int, int]:
+    """Samples Keras adds before and after one axis: none for `valid`; for `same` (lax's SAME)
+    the total that gives ceil(length / s) windows, the larger half after; for Conv1D's `causal`,
+    `(k - 1) * d` before."""
+    extent = dilated_kernel_extent(k, d)
+    if padding == "valid":
+        return 0, 0
+    if padding == "causal":
+        return extent - 1, 0
+    if padding != "same":
+        raise ValueError(f"padding must be valid, same or causal, got {padding!r}")
+    windows = -(-length // s)
+    total = max((windows - 1) * s + extent - length, 0)
+    return total // 2, total - total // 2
+
+
+def _taps(
+    x_cl: FloatArray,
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    padding: str,
+    fill: float,
+) -> tuple[list[tuple[tuple[int, ...], FloatArray]], FloatArray]:
+    """The input (channels_last) padded with `fill` the Keras way, as one strided view per
+    kernel tap: view[n, o..., c] = padded[n, o * s + t * d, c]. Also the padded input."""
+    widths = [
+        keras_window_padding(i, k, s, d, padding)
+        for i, k, s, d in zip(x_cl.shape[1:-1], kernel_size, strides, dilations, strict=True)
+    ]
+    padded = np.pad(x_cl, [(0, 0), *widths, (0, 0)], constant_values=fill)
+    outputs = [
+        (size - dilated_kernel_extent(k, d)) // s + 1
+        for size, k, s, d in zip(padded.shape[1:-1], kernel_size, strides, dilations, strict=True)
+    ]
+    if min(outputs) <= 0:
+        raise ValueError(f"the window does not fit the input {x_cl.shape} (padding {padding!r})")
+    views = []
+    for tap in np.ndindex(*kernel_size):
+        region = tuple(
+            slice(t * d, t * d + (o - 1) * s + 1, s)
+            for t, d, o, s in zip(tap, dilations, outputs, strides, strict=True)
+        )
+        views.append((tap, padded[(slice(None), *region, slice(None))]))
+    return views, padded
+
+
+def conv(
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None,
+    *,
+    strides: Sequence[int],
+    padding: str,
+    dilation_rate: Sequence[int],
+    groups: int,
+    data_format: str,
+) -> FloatArray:
+    """Keras `Conv{1,2,3}D` (without activation): cross-correlation of the padded input with
+    `kernel` (k..., in / groups, filters), no flip; group g reads input channels
+    [g * in/groups, (g+1) * in/groups) and writes filters [g * filters/groups, ...)."""
+    _check_data_format(data_format)
+    w64 = np.asarray(kernel, dtype=np.float64)
+    rank = w64.ndim - 2
+    x_cl = _to_channels_last(np.asarray(x, dtype=np.float64), data_format)
+    per_group, filters = w64.shape[rank], w64.shape[rank + 1]
+    if x_cl.shape[-1] != per_group * groups or filters % groups:
+        raise ValueError(f"{x_cl.shape[-1]} input channels, kernel {w64.shape}, groups {groups}")
+    views, _ = _taps(x_cl, w64.shape[:rank], strides, dilation_rate, padding, 0.0)
+    out_per_group = filters // groups
+    out = np.zeros((*views[0][1].shape[:-1], filters), dtype=np.float64)
+    for tap, view in views:
+        for g in range(groups):
+            part = view[..., g * per_group : (g + 1) * per_group]
+            out[..., g * out_per_group : (g + 1) * out_per_group] += (
+                part @ w64[tap][:, g * out_per_group : (g + 1) * out_per_group]
+            )
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64)
+    return _from_channels_last(out, data_format)
+
+
+def depthwise_conv(
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None,
+    *,
+    strides: Sequence[int],
+    padding: str,
+    dilation_rate: Sequence[int],
+    data_format: str,
+) -> FloatArray:
+    """Keras `DepthwiseConv{1,2}D` from its own kernel layout (k..., in, multiplier): output
+    channel c * multiplier + m is input channel c filtered by kernel[..., c, m]."""
+    _check_data_format(data_format)
+    w64 = np.asarray(kernel, dtype=np.float64)
+    rank = w64.ndim - 2
+    x_cl = _to_channels_last(np.asarray(x, dtype=np.float64), data_format)
+    views, _ = _taps(x_cl, w64.shape[:rank], strides, dilation_rate, padding, 0.0)
+    channels, multiplier = w64.shape[rank], w64.shape[rank + 1]
+    out = np.zeros((*views[0][1].shape[:-1], channels, multiplier), dtype=np.float64)
+    for tap, view in views:
+        out += view[..., :, None] * w64[tap]
+    out = out.reshape((*out.shape[:-2], channels * multiplier))
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64)
+    return _from_channels_last(out, data_format)
+
+
+def pool(
+    x: ArrayLike,
+    function: str,
+    pool_size: Sequence[int],
+    strides: Sequence[int],
+    padding: str,
+    data_format: str,
+) -> FloatArray:
+    """Keras MaxPooling / AveragePooling: padding never wins a max (-inf); `same` averages
+    divide by the number of real (unpadded) elements in each window."""
+    _check_data_format(data_format)
+    x_cl = _to_channels_last(np.asarray(x, dtype=np.float64), data_format)
+    ones = (1,) * len(pool_size)
+    if function == "max":
+        views, _ = _taps(x_cl, pool_size, strides, ones, padding, -np.inf)
+        out = np.max(np.stack([view for _, view in views]), axis=0)
+    elif function == "average":
+        views, _ = _taps(x_cl, pool_size, strides, ones, padding, 0.0)
+        counts, _ = _taps(np.ones_like(x_cl), pool_size, strides, ones, padding, 0.0)
+        out = sum(view for _, view in views) / sum(view for _, view in counts)
+    else:
+        raise ValueError(f"pool function must be max or average, got {function!r}")
+    return _from_channels_last(np.asarray(out, dtype=np.float64), data_format)
+
+
+def global_pool(x: ArrayLike, function: str, axes: Sequence[int], keepdims: bool) -> FloatArray:
+    x64 = np.asarray(x, dtype=np.float64)
+    reduce = np.max if function == "max" else np.mean
+    return np.asarray(reduce(x64, axis=tuple(axes), keepdims=keepdims), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Normalizations (keras/src/ops/nn.py, keras/src/layers/normalization, preprocessing)
+# --------------------------------------------------------------------------------------------
+
+
+def _on_axes(values: ArrayLike, axes: Sequence[int], ndim: int) -> FloatArray:
+    """`values` sized like the tensor's `axes` (in order), shaped to broadcast against it."""
+    v = np.asarray(values, dtype=np.float64)
+    shape = [1] * ndim
+    for axis, size in zip(axes, v.shape, strict=True):
+        shape[axis] = size
+    return v.reshape(shape)
+
+
+def layer_normalization(
+    x: ArrayLike,
+    axes: Sequence[int],
+    gamma: ArrayLike | None,
+    beta: ArrayLike | None,
+    epsilon: float,
+    rms_scaling: bool = False,
+) -> FloatArray:
+    """Keras `layer_normalization`: (x - mean) / sqrt(var + eps) * gamma + beta over `axes`
+    (the population variance); `rms_scaling` (deprecated) is x / sqrt(var + eps) * gamma."""
+    x64 = np.asarray(x, dtype=np.float64)
+    axes = tuple(sorted(axes))
+    mean = x64.mean(axis=axes, keepdims=True)
+    variance = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x64 if rms_scaling else x64 - mean) / np.sqrt(variance + epsilon)
+    if gamma is not None:
+        y = y * _on_axes(gamma, axes, x64.ndim)
+    if beta is not None and not rms_scaling:
+        y = y + _on_axes(beta, axes, x64.ndim)
+    return np.asarray(y, dtype=np.float64)
+
+
+def group_normalization(
+    x: ArrayLike,
+    groups: int,
+    axis: int,
+    gamma: ArrayLike | None,
+    beta: ArrayLike | None,
+    epsilon: float,
+) -> FloatArray:
+    """Keras GroupNormalization: channels (on `axis`) split into `groups` consecutive runs;
+    moments over each run and every other non-batch axis."""
+    x64 = np.moveaxis(np.asarray(x, dtype=np.float64), axis, 1)
+    n, channels = x64.shape[:2]
+    grouped = x64.reshape(n, groups, channels // groups, *x64.shape[2:])
+    reduce = tuple(range(2, grouped.ndim))
+    mean = grouped.mean(axis=reduce, keepdims=True)
+    variance = ((grouped - mean) ** 2).mean(axis=reduce, keepdims=True)
+    y = ((grouped - mean) / np.sqrt(variance + epsilon)).reshape(x64.shape)
+    if gamma is not None:
+        y = y * _on_axes(gamma, (1,), y.ndim)
+    if beta is not None:
+        y = y + _on_axes(beta, (1,), y.ndim)
+    return np.ascontiguousarray(np.moveaxis(y, 1, axis))
+
+
+def unit_normalization(x: ArrayLike, axes: Sequence[int], cap: float = 1e12) -> FloatArray:
+    """Keras 3 UnitNormalization (`normalize(order=2, epsilon=1e-12)`):
+    x * min(1 / sqrt(sum(x²)), 1 / epsilon) over `axes`; `cap` is 1 / epsilon in the compute
+    dtype (infinite in float16)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    squares = np.sum(x64 * x64, axis=tuple(axes), keepdims=True)
+    with np.errstate(divide="ignore"):
+        inverse = np.minimum(1.0 / np.sqrt(squares), cap)
+    return np.asarray(x64 * inverse, dtype=np.float64)
+
+
+def rescale(x: ArrayLike, scale: ArrayLike, offset: ArrayLike) -> FloatArray:
+    """Keras Rescaling: x * scale + offset (numpy broadcasting)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    return x64 * np.asarray(scale, dtype=np.float64) + np.asarray(offset, dtype=np.float64)
+
+
+def normalize(
+    x: ArrayLike, mean: ArrayLike, variance: ArrayLike, invert: bool, epsilon: float = 1e-7
+) -> FloatArray:
+    """Keras Normalization: (x - mean) / max(sqrt(variance), epsilon); inverted,
+    mean + x * max(sqrt(variance), epsilon). epsilon is `keras.backend.epsilon()`."""
+    x64 = np.asarray(x, dtype=np.float64)
+    mean64 = np.asarray(mean, dtype=np.float64)
+    scale = np.maximum(np.sqrt(np.asarray(variance, dtype=np.float64)), epsilon)
+    return mean64 + x64 * scale if invert else (x64 - mean64) / scale
+
+
+# --------------------------------------------------------------------------------------------
+# Elementwise arithmetic and axes
+# --------------------------------------------------------------------------------------------
+
+_FUNCTIONS: dict[str, Callable[[FloatArray, FloatArray], FloatArray]] = {
+    "add": np.add,
+    "subtract": np.subtract,
+    "multiply": np.multiply,
+    "divide": np.divide,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "power": np.power,
+}
+
+
+def merge(function: str, inputs: Sequence[ArrayLike]) -> FloatArray:
+    """Keras' merge layers (and keras.ops on two tensors): folded left to right; `average` is
+    the sum divided by the number of inputs."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in inputs]
+    out = arrays[0]
+    for other in arrays[1:]:
+        out = _FUNCTIONS["add" if function == "average" else function](out, other)
+    return out / len(arrays) if function == "average" else np.asarray(out, dtype=np.float64)
+
+
+def scalar(function: str, x: ArrayLike, constant: float, constant_first: bool) -> FloatArray:
+    x64 = np.asarray(x, dtype=np.float64)
+    c = np.asarray(constant, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = _FUNCTIONS[function](c, x64) if constant_first else _FUNCTIONS[function](x64, c)
+    return np.asarray(y, dtype=np.float64)
+
+
+def clip(x: ArrayLike, low: float | None, high: float | None) -> FloatArray:
+    """keras.ops.clip: max(x, low) then min(., high); a missing bound does nothing."""
+    y = np.asarray(x, dtype=np.float64)
+    if low is not None:
+        y = np.maximum(y, low)
+    if high is not None:
+        y = np.minimum(y, high)
+    return y
+
+
+def repeat_vector(x: ArrayLike, times: int) -> FloatArray:
+    """Keras RepeatVector: (N, F) → (N, times, F)."""
+    return np.repeat(np.asarray(x, dtype=np.float64)[:, None, :], times, axis=1)

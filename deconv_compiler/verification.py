@@ -22,20 +22,35 @@ from deconv_compiler.errors import InternalError
 from deconv_compiler.ir import (
     ActivationOp,
     BatchNormOp,
+    ClipOp,
     ConcatenateOp,
+    ConvOp,
     ConvTransposeOp,
     DenseOp,
     EluOp,
+    ExpandDimsOp,
     FlattenOp,
+    GlobalPoolOp,
     Graph,
+    GroupNormOp,
     IdentityOp,
+    LayerNormOp,
     LeakyReluOp,
     MergeOp,
+    NormalizeOp,
     PadOp,
+    PermuteOp,
+    PoolOp,
     PReluOp,
     ReluOp,
+    RepeatVectorOp,
+    RescaleOp,
     ReshapeOp,
+    ScalarOp,
+    SliceOp,
     SoftmaxOp,
+    SqueezeOp,
+    UnitNormOp,
     UpSampleOp,
 )
 from deconv_compiler.options import CompileOptions
@@ -148,11 +163,45 @@ def _concatenate(op: ConcatenateOp, args: list[np.ndarray], dtype: np.dtype[Any]
     return np.concatenate(args, axis=op.axis)
 
 
-def _add(op: MergeOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
-    total = args[0]
-    for other in args[1:]:
-        total = total + other
-    return total
+def _conv(op: ConvOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    """The grouped conv, then the pointwise 1x1 conv if any, the bias after the last, then the
+    activation (on Keras' axis -1)."""
+    data_format = "channels_first" if op.channels_first else "channels_last"
+    bias = None if op.bias is None else _rounded(op.bias, dtype)
+    y = reference.conv(
+        args[0], _rounded(op.kernel, dtype), bias if op.pointwise is None else None,
+        strides=op.strides, padding=op.padding, dilation_rate=op.dilation_rate, groups=op.groups,
+        data_format=data_format,
+    )  # fmt: skip
+    if op.pointwise is not None:
+        y = reference.conv(
+            y, _rounded(op.pointwise, dtype), bias, strides=(1,) * op.rank, padding="valid",
+            dilation_rate=(1,) * op.rank, groups=1, data_format=data_format,
+        )  # fmt: skip
+    return reference.activation(op.activation, y, data_format)
+
+
+def _pool(op: PoolOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    data_format = "channels_first" if op.channels_first else "channels_last"
+    return reference.pool(args[0], op.function, op.pool_size, op.strides, op.padding, data_format)
+
+
+def _unit_norm(op: UnitNormOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    cap = 1e12 if 1e12 <= float(np.finfo(dtype).max) else np.inf  # Keras' 1 / 1e-12 in the dtype
+    return reference.unit_normalization(args[0], op.axes, cap)
+
+
+def _normalize(op: NormalizeOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    return reference.normalize(args[0], _rounded(op.mean, dtype), _rounded(op.variance, dtype), op.invert)
+
+
+def _slice(op: SliceOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    return np.take(args[0], np.arange(op.start, op.stop), axis=op.axis)
+
+
+def _scalar(op: ScalarOp, args: list[np.ndarray], dtype: np.dtype[Any]) -> np.ndarray:
+    constant = float(_rounded(op.constant, dtype))
+    return reference.scalar(op.function, args[0], constant, op.constant_first)
 
 
 _REFERENCES: dict[type, Reference] = {
@@ -166,7 +215,29 @@ _REFERENCES: dict[type, Reference] = {
     PReluOp: lambda op, args, dtype: reference.prelu(args[0], _rounded(op.alpha, dtype)),
     SoftmaxOp: lambda op, args, dtype: reference.softmax(args[0], op.axes),
     IdentityOp: lambda op, args, dtype: args[0],
-    MergeOp: _add,
+    MergeOp: lambda op, args, dtype: reference.merge(op.function, args),
+    ScalarOp: _scalar,
+    ClipOp: lambda op, args, dtype: reference.clip(args[0], op.low, op.high),
+    ConvOp: _conv,
+    PoolOp: _pool,
+    GlobalPoolOp: lambda op, args, dtype: reference.global_pool(args[0], op.function, op.axes, op.keepdims),
+    # Keras computes Layer/GroupNormalization in float32 with weights it never casts down
+    LayerNormOp: lambda op, args, dtype: reference.layer_normalization(
+        args[0], op.axes, op.gamma, op.beta, op.epsilon, op.rms_scaling
+    ),
+    GroupNormOp: lambda op, args, dtype: reference.group_normalization(
+        args[0], op.groups, op.axis, op.gamma, op.beta, op.epsilon
+    ),
+    UnitNormOp: _unit_norm,
+    RescaleOp: lambda op, args, dtype: reference.rescale(
+        args[0], _rounded(op.scale, dtype), _rounded(op.offset, dtype)
+    ),
+    NormalizeOp: _normalize,
+    PermuteOp: lambda op, args, dtype: np.transpose(args[0], op.perm),
+    RepeatVectorOp: lambda op, args, dtype: reference.repeat_vector(args[0], op.times),
+    SliceOp: _slice,
+    SqueezeOp: lambda op, args, dtype: np.squeeze(args[0], axis=op.axes),
+    ExpandDimsOp: lambda op, args, dtype: np.expand_dims(args[0], axis=op.axes),
     ConcatenateOp: _concatenate,
     ReshapeOp: _reshape,
     FlattenOp: lambda op, args, dtype: reference.flatten(args[0], op.channels_first),

@@ -227,7 +227,9 @@ def test_missing_spec_file(tmp_path: Path) -> None:
 def test_missing_spec_file_is_one_problem(tmp_path: Path) -> None:
     result = invoke("compile", tmp_path / "nope.yaml", "-o", tmp_path / "m.onnx")
     assert_clean_failure(result)
-    assert result.stderr.strip().splitlines()[1:] == ["error: 1 problem found; nothing was written"], result.stderr
+    assert result.stderr.strip().splitlines()[1:] == ["error: 1 problem found; nothing was written"], (
+        result.stderr
+    )
     assert "<spec>" not in result.stderr
 
 
