@@ -27,8 +27,9 @@ from deconv_compiler.errors import (
     shown,
 )
 from deconv_compiler.ir import Graph, KerasOrigin, Node, Op, Output, Shape, Value
+from deconv_compiler.keras_call import LayerCall
 from deconv_compiler.keras_file import MAX_NESTING, MODEL_CLASSES, SavedModel, read_saved_model
-from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT, LayerCall
+from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT
 from deconv_compiler.keras_ops import OP_PARSERS, SUPPORTED_OPS_TEXT, OpCall, TensorArg, is_op_entry, op_name
 from deconv_compiler.limits import MAX_SIZE, MAX_WEIGHT_BYTES
 

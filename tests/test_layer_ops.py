@@ -35,7 +35,8 @@ from deconv_compiler.ir import (
     SqueezeOp,
     Value,
 )
-from deconv_compiler.keras_layers import LAYER_PARSERS, LayerCall
+from deconv_compiler.keras_call import LayerCall
+from deconv_compiler.keras_layers import LAYER_PARSERS
 from deconv_compiler.options import CompileOptions
 from deconv_compiler.planner import ViewStep, plan_graph, same_pads
 from deconv_compiler.verification import reference_outputs
