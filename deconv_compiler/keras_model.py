@@ -1,11 +1,15 @@
 """The Keras front end: a saved Keras model (`keras_file.SavedModel`) → the compiler's one IR
 (`ir.Graph`), or a `KerasModelError` listing every problem.
 
-Sequential models and Functional graphs (DAGs, shared layers included) become one list of nodes
-in topological order, each a layer call with its inputs, its Keras output shape, its dtype policy
-and a typed op. Every layer is checked against the shapes it is called on (`keras_layers` holds
-the parsers). Unsupported layers, Lambda layers, custom objects and nested models are refused
-naming the layer; nothing from the file is ever executed. All problems are reported at once.
+Sequential models and Functional graphs (DAGs, shared layers, several inputs and outputs) become
+one list of nodes in topological order, each a layer call with its inputs, its Keras output shape,
+its dtype policy and a typed op. A nested Sequential or Functional model is inlined on the tensors
+it is called on (once per call, to any depth); its nodes are named `block/layer` (`block:1/layer`
+for its second call) and its weights are found by layer path. Every layer is checked against the
+shapes it is called on (`keras_layers` holds the layer parsers, `keras_ops` those of the
+`keras.ops` calls Keras records). Unsupported layers and operations, Lambda layers and custom
+objects (subclassed models too) are refused naming them; nothing from the file is ever executed.
+All problems are reported at once; the supported classes are listed once after them.
 """
 
 from __future__ import annotations

@@ -248,3 +248,51 @@ def test_an_archive_from_before_keras_3_15_without_output_padding(
     x = np.random.default_rng(0).standard_normal((2, 3, 3, 2)).astype(np.float32)
     (y,) = run_all(onnx.load(out), x)
     assert_close(y, np.asarray(model(x)), context="archive without output_padding")
+
+
+def test_training_true_in_a_saved_call_compiles_with_inference_semantics_and_a_warning(
+    tmp_path: Path,
+) -> None:
+    """BatchNormalization and Dropout called with training=True in the saved graph: the compiled
+    model computes model(x, training=False), and the CLI says so once per layer."""
+    inp = keras.Input((6, 3), name="x")
+    normed = layers.BatchNormalization(name="bn")(inp, training=True)
+    out = layers.Dropout(0.5, name="drop")(normed, training=True)
+    model = keras.Model(inp, out)
+    bn = model.get_layer("bn")
+    bn.set_weights([np.full(3, 2.0), np.full(3, 0.5), np.full(3, 0.25), np.full(3, 4.0)])
+    path = _save(model, tmp_path / "train.keras")
+    result = invoke("compile", path, "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2 and all("training=True" in w and "inference semantics" in w for w in warnings)
+    assert "'bn' (BatchNormalization)" in warnings[0] and "'drop' (Dropout)" in warnings[1]
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((2, 6, 3)).astype(np.float32)
+    (got,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x})
+    expected = 2.0 * (x - 0.25) / np.sqrt(4.0 + 1e-3) + 0.5  # moving statistics, no dropout
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_refusals_inside_nested_models_and_of_operations_name_them(tmp_path: Path) -> None:
+    """One line per problem, named by its path through the nested models, or by its keras.ops op;
+    what is supported is listed once, after them; the summary line ends it."""
+    inner_in = keras.Input((5, 2))
+    inner = keras.Model(inner_in, layers.LSTM(2, return_sequences=True, name="rnn")(inner_in), name="block")
+    inp = keras.Input((5, 2), name="x")
+    mean = keras.ops.mean(inner(inp), axis=1)
+    other = layers.GRU(2, name="gru")(inp)
+    path = _save(keras.Model(inp, [mean, other]), tmp_path / "refused.keras")
+    result = invoke("compile", path, "-o", tmp_path / "m.onnx")
+    assert_clean_failure(result)
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines[:3]] == [
+        "block/rnn (LSTM): layer class 'LSTM' is not supported",
+        "mean (keras.ops.mean): keras.ops.mean is not supported",
+        "gru (GRU): layer class 'GRU' is not supported",
+    ], lines
+    assert lines[3].startswith("supported layers: InputLayer, Conv1DTranspose") and "LSTM" not in lines[3]
+    assert lines[4].startswith("supported operations: keras.ops.add")
+    assert lines[5:] == ["error: 3 problems found; nothing was written"]
+    assert not (tmp_path / "m.onnx").exists()
