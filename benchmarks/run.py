@@ -35,7 +35,7 @@ import deconv_compiler as dc  # noqa: E402
 from benchmarks.networks import NETWORKS, bench_network  # noqa: E402
 from benchmarks.networks import markdown as network_markdown  # noqa: E402
 from deconv_compiler import reference  # noqa: E402
-from deconv_compiler.planner import choose_strategy  # noqa: E402
+from deconv_compiler.conv_transpose_plan import choose_strategy  # noqa: E402
 from deconv_compiler.runtime import SessionConfig, onnxruntime, time_interleaved  # noqa: E402
 from deconv_compiler.strategies import STRATEGIES  # noqa: E402
 

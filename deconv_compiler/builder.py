@@ -18,7 +18,7 @@ from onnx import helper
 
 from deconv_compiler import __version__
 from deconv_compiler.activations import activation as activation_entry
-from deconv_compiler.planner import (
+from deconv_compiler.plan import (
     ActivationStep,
     CastStep,
     Constant,

@@ -21,12 +21,13 @@ from google.protobuf.message import EncodeError
 
 from deconv_compiler.builder import build_model
 from deconv_compiler.check import check_model
+from deconv_compiler.conv_transpose_plan import layers_to_tune
 from deconv_compiler.dtypes import compute_dtype
 from deconv_compiler.errors import CompileError, DeconvWarning
 from deconv_compiler.ir import Graph
 from deconv_compiler.metadata import model_metadata
 from deconv_compiler.options import CompileOptions
-from deconv_compiler.planner import layers_to_tune, made_weights, plan_graph
+from deconv_compiler.planner import made_weights, plan_graph
 
 
 def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.ModelProto:

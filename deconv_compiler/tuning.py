@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from deconv_compiler.builder import build_model
+from deconv_compiler.conv_transpose_plan import layer_geometry, layers_to_tune
 from deconv_compiler.dtypes import io_dtype
 from deconv_compiler.errors import InternalError
 from deconv_compiler.ir import ConvTransposeOp, Graph, Node, Output, Value
 from deconv_compiler.options import CompileOptions
-from deconv_compiler.planner import layer_geometry, layers_to_tune, made_weights, plan_graph
+from deconv_compiler.planner import made_weights, plan_graph
 from deconv_compiler.runtime import SessionConfig, time_interleaved
 from deconv_compiler.strategies import STRATEGIES, why_not
 

@@ -20,7 +20,8 @@ from deconv_compiler.activations import ActivationSite
 from deconv_compiler.builder import PRODUCER, build_model
 from deconv_compiler.ir import Graph
 from deconv_compiler.options import CompileOptions
-from deconv_compiler.planner import ActivationStep, CastStep, Constant, NodeStep, Plan, PlanValue, plan_graph
+from deconv_compiler.plan import ActivationStep, CastStep, Constant, NodeStep, Plan, PlanValue
+from deconv_compiler.planner import plan_graph
 from deconv_compiler.spec import load_spec, spec_graph
 from tests.keras_configs import called, conv, functional, graph_of, layer, sequential
 from tests.onnx_run import assert_close, run_all

@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner, Result
 from deconv_compiler.cli.main import main
 
-from deconv_compiler import compiler, planner, runtime
+from deconv_compiler import compiler, layer_plans, runtime
 from deconv_compiler.errors import InternalError
 from deconv_compiler.options import MAX_OPSET, MIN_OPSET
 
@@ -718,7 +718,7 @@ def test_an_internal_error_is_one_line_and_exit_1(
     broken: Callable[..., Any],
     message: str,
 ) -> None:
-    monkeypatch.setattr(planner, "plan_conv", broken)
+    monkeypatch.setattr(layer_plans, "plan_conv", broken)
     out = tmp_path / "m.onnx"
     result = invoke(*_args(args, out))
     assert result.exit_code == 1, result.output
@@ -732,7 +732,7 @@ def test_an_internal_error_is_one_line_and_exit_1(
 def test_debug_shows_the_traceback_of_an_internal_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, broken: Callable[..., Any], message: str
 ) -> None:
-    monkeypatch.setattr(planner, "plan_conv", broken)
+    monkeypatch.setattr(layer_plans, "plan_conv", broken)
     result = invoke("--debug", "compile", SEED_EXAMPLE, "-o", tmp_path / "m.onnx")
     assert result.exit_code == 1
     lines = result.stderr.splitlines()

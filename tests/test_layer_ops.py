@@ -18,6 +18,7 @@ import pytest
 from deconv_compiler import reference
 from deconv_compiler.conv_layer import Problems
 from deconv_compiler.dtypes import compute_dtype, io_dtype
+from deconv_compiler.encoder_plans import same_pads
 from deconv_compiler.errors import Problem
 from deconv_compiler.ir import (
     ClipOp,
@@ -38,7 +39,8 @@ from deconv_compiler.ir import (
 from deconv_compiler.keras_call import LayerCall
 from deconv_compiler.keras_layers import LAYER_PARSERS
 from deconv_compiler.options import CompileOptions
-from deconv_compiler.planner import ViewStep, plan_graph, same_pads
+from deconv_compiler.plan import ViewStep
+from deconv_compiler.planner import plan_graph
 from deconv_compiler.verification import reference_outputs
 from tests.onnx_run import assert_close, compile_graph, run_all
 
@@ -919,9 +921,9 @@ def test_every_op_has_a_planner_and_a_reference() -> None:
     from typing import get_args
 
     from deconv_compiler import ir
-    from deconv_compiler.planner import _OP_PLANNERS
+    from deconv_compiler.planner import OP_PLANNERS
     from deconv_compiler.verification import _REFERENCES
 
     ops = set(get_args(ir.Op))
     assert len(ops) > 30
-    assert ops <= set(_OP_PLANNERS) and ops <= set(_REFERENCES)
+    assert ops <= set(OP_PLANNERS) and ops <= set(_REFERENCES)

@@ -15,19 +15,12 @@ import numpy as np
 import pytest
 
 from deconv_compiler import reference
+from deconv_compiler.conv_transpose_plan import choose_strategy, requested_strategy
 from deconv_compiler.errors import CompileError, InternalError
 from deconv_compiler.ir import Graph
 from deconv_compiler.options import CompileOptions
-from deconv_compiler.planner import (
-    CastStep,
-    Constant,
-    ConvStep,
-    NodeStep,
-    Plan,
-    choose_strategy,
-    plan_graph,
-    requested_strategy,
-)
+from deconv_compiler.plan import CastStep, Constant, ConvStep, NodeStep, Plan
+from deconv_compiler.planner import plan_graph
 from deconv_compiler.spec import load_spec, spec_graph
 from deconv_compiler.verification import reference_outputs
 from tests.keras_configs import called, conv, functional, graph_of, layer, policy, sequential

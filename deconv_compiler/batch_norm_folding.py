@@ -1,0 +1,95 @@
+"""BatchNormalization folding, a pure function of the graph: each BatchNormalization that only a
+linear transposed convolution, convolution or Dense feeds (on its channel axis, same dtype policy)
+becomes part of that layer's kernel and bias; `bn_affine` is the inference formula as a scale and
+a shift, which the BatchNormalization planner uses where nothing was folded."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from deconv_compiler.ir import BatchNormOp, ConvOp, ConvTransposeOp, DenseOp, Graph, Node
+from deconv_compiler.weights import LayerWeights
+
+
+def fold_batch_norms(graph: Graph) -> list[Node]:
+    """Fold each BatchNormalization into the linear transposed conv or Dense right before it,
+    when that layer's output goes nowhere else, the normalized axis is its channel axis and both
+    compute in the same dtype."""
+    nodes = graph.nodes
+    consumers: dict[str, int] = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            consumers[tensor] = consumers.get(tensor, 0) + 1
+    for output in graph.outputs:
+        consumers[output.value] = consumers.get(output.value, 0) + 1
+    folded_nodes = list(nodes)
+    producer = {node.output.name: i for i, node in enumerate(folded_nodes)}
+    folded: set[int] = set()
+    for i, node in enumerate(folded_nodes):
+        if not isinstance(node.op, BatchNormOp):
+            continue
+        j = producer.get(node.inputs[0])
+        if j is None or consumers.get(node.inputs[0]) != 1 or folded_nodes[j].policy != node.policy:
+            continue
+        merged = _fold(folded_nodes[j], node.op)
+        if merged is None:
+            continue
+        folded_nodes[j] = replace(merged, output=node.output)
+        folded.add(i)
+    return [node for i, node in enumerate(folded_nodes) if i not in folded]
+
+
+def bn_affine(bn: BatchNormOp) -> tuple[np.ndarray, np.ndarray]:
+    """Keras' inference formula as x * scale + shift: the scale and the shift, per normalized index."""
+    inv = 1.0 / np.sqrt(bn.variance.astype(np.float64) + bn.epsilon)
+    if bn.gamma is not None:
+        inv = inv * bn.gamma
+    shift = -bn.mean * inv
+    if bn.beta is not None:
+        shift = shift + bn.beta
+    return inv, shift
+
+
+def _fold(node: Node, bn: BatchNormOp) -> Node | None:
+    op = node.op
+    inv, shift = bn_affine(bn)
+    # Scale kernels in their own precision (at least float32): a float64 product of a 200 MB
+    # kernel costs seconds and memory and changes the result by less than one float32 rounding.
+    kernel = (
+        op.kernel
+        if isinstance(op, (ConvOp, DenseOp))
+        else getattr(getattr(op, "weights", None), "kernel", None)
+    )
+    if isinstance(kernel, np.ndarray):
+        inv = inv.astype(np.promote_types(kernel.dtype, np.float32))
+    if isinstance(op, ConvOp):
+        return _fold_conv(node, op, bn.axis, inv, shift)
+    if isinstance(op, ConvTransposeOp) and isinstance(op.weights, LayerWeights):
+        layer = op.layer
+        channel_axis = layer.rank + 1 if layer.data_format == "channels_last" else 1
+        if layer.activation != "linear" or bn.axis != channel_axis:
+            return None
+        # Keras kernel (k..., filters, in): scale each filter.
+        kernel = op.weights.kernel * inv.reshape((1,) * layer.rank + (-1, 1))
+        bias = (op.weights.bias if op.weights.bias is not None else 0.0) * inv + shift
+        return replace(node, op=ConvTransposeOp(layer, LayerWeights(kernel, bias, op.weights.origin)))
+    if isinstance(op, DenseOp):
+        if op.activation != "linear" or bn.axis != len(node.output.shape) - 1:
+            return None
+        bias = (op.bias if op.bias is not None else 0.0) * inv + shift
+        return replace(node, op=DenseOp(op.kernel * inv[None, :], bias, op.activation))
+    return None
+
+
+def _fold_conv(node: Node, op: ConvOp, axis: int, inv: np.ndarray, shift: np.ndarray) -> Node | None:
+    """Scale each output channel of the last conv (Keras kernels end with the output channels:
+    a plain or grouped conv's, a depthwise conv's (k..., 1, in * multiplier), a separable conv's
+    pointwise kernel); the shift joins the bias."""
+    if op.activation != "linear" or axis != (1 if op.channels_first else op.rank + 1):
+        return None
+    bias = (op.bias if op.bias is not None else 0.0) * inv + shift
+    if op.pointwise is not None:
+        return replace(node, op=replace(op, pointwise=op.pointwise * inv, bias=bias))
+    return replace(node, op=replace(op, kernel=op.kernel * inv, bias=bias))
