@@ -93,18 +93,21 @@ def auto_strategy(g: LayerGeometry, layout: str) -> str:
     0.72, 32x32: 0.92, 64x64: 0.99, 128x128 128->3: 0.76) and 0.91-1.25 below (8x8: 0.91,
     4x4: 1.22, 2x2: 1.25); k3 s2 layers (the segmentation U-Net's, 4x4 to 64x64) lost 1.3-2.9x.
 
-    So: stride 1 → conv (onnxruntime fuses the activation into Conv and runs its NCHWc
-    kernels); kernel == stride without crop in a channels_last model → gemm (it works in the
-    model's own layout, so the edge Transposes go too); a kernel that is a multiple of the
-    stride on a known input of at least 16x16 (256 positions) → subpixel (each phase is a dense
-    Conv with no zero taps, and there is enough of the image to amortise DepthToSpace; D is
-    such a layer); everything else → native (onnxruntime's ConvTranspose reaches 60-90% of its
-    SGEMM there, and subpixel's DepthToSpace and Slice cost more than they save)."""
+    So:
+    - stride 1 → conv (onnxruntime fuses the activation into Conv and runs its NCHWc kernels);
+    - kernel == stride without crop in a channels_last model → gemm (it works in the model's own
+      layout, so the edge Transposes go too);
+    - in a channels_last model, a kernel that is a multiple of the stride, at least twice it, on
+      a known input of at least 16x16 (256 positions) → subpixel (each phase is a dense Conv with
+      no zero taps, and there is enough of the image to amortise DepthToSpace; D is such a layer:
+      0.90-0.98 in channels_last, a tie at 0.94-1.06 in channels_first);
+    - everything else → native (onnxruntime's ConvTranspose reaches 60-90% of its SGEMM there,
+      and subpixel's DepthToSpace and Slice cost more than they save)."""
     if why_not("conv", g) is None:
         return "conv"
     if layout == "channels_last" and why_not("gemm", g) is None:
         return "gemm"
-    if _large_phase_split(g) and why_not("subpixel", g) is None:
+    if layout == "channels_last" and _large_phase_split(g) and why_not("subpixel", g) is None:
         return "subpixel"
     return "native"
 
@@ -113,12 +116,13 @@ SUBPIXEL_MIN_POSITIONS = 256  # input positions (16x16) from which subpixel beat
 
 
 def _large_phase_split(g: LayerGeometry) -> bool:
-    """Every kernel a multiple of its stride (> 1), on a known input of enough positions."""
+    """Every kernel a multiple (2x or more) of its stride (> 1), on a known input of enough
+    positions. A kernel equal to its stride (case B) makes each phase a 1x1 Conv: 1.36-1.67."""
     if any(size is None for size in g.spatial):
         return False
     positions = math.prod(int(size or 0) for size in g.spatial)
     return positions >= SUBPIXEL_MIN_POSITIONS and all(
-        s > 1 and k % s == 0 for k, s in zip(g.kernel, g.strides, strict=True)
+        s > 1 and k > s and k % s == 0 for k, s in zip(g.kernel, g.strides, strict=True)
     )
 
 
