@@ -270,9 +270,9 @@ def compile_command(
         started = time.perf_counter()
         loaded = load_model(spec, weights, max_weight_size)
         options = CompileOptions(opset, target, strategy, weight_seed, dtype).resolved()
-        from deconv_compiler.compiler import compile_model, save_model
+        from deconv_compiler.compiler import compile_to_file
 
-        save_model(compile_model(loaded, options), output)
+        compile_to_file(loaded, options, output)
     elapsed = time.perf_counter() - started
     click.echo(
         f"wrote {output} (opset {opset}, target {options.target}, {_describe(loaded)}) "

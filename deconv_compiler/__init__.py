@@ -32,13 +32,14 @@ _EXPORTS = {
     "load_keras_model": "keras_model",
     "load_model": "frontend",
     "compile_model": "compiler",
+    "compile_to_file": "compiler",
     "save_model": "compiler",
     "spec_json_schema": "arguments",
 }
 
 if TYPE_CHECKING:
     from deconv_compiler.arguments import spec_json_schema
-    from deconv_compiler.compiler import compile_model, save_model
+    from deconv_compiler.compiler import compile_model, compile_to_file, save_model
     from deconv_compiler.errors import (
         CompileError,
         DeconvError,
@@ -81,6 +82,7 @@ __all__ = [
     "SpecError",
     "__version__",
     "compile_model",
+    "compile_to_file",
     "load_keras_model",
     "load_model",
     "load_spec",

@@ -18,6 +18,7 @@ from onnx import helper
 
 from deconv_compiler import __version__
 from deconv_compiler.activations import activation as activation_entry
+from deconv_compiler.model_file import DetachedModel
 from deconv_compiler.plan import (
     ActivationStep,
     CastStep,
@@ -252,8 +253,23 @@ _FORM_EMITTERS: dict[type, FormEmitter] = {
 # --- the model ---------------------------------------------------------------------------------
 
 
+# Initializers of more elements than this are left out of a detached model (the checker's weightless
+# view, `check.shape_view`, also drops everything above 1,024 elements, so it never sees them empty).
+DETACH_ELEMENTS = 65536
+
+
 def build_model(plan: Plan, metadata: tuple[tuple[str, str], ...]) -> onnx.ModelProto:
     """Emit the plan's steps in order, then name the outputs; `metadata` goes into the model."""
+    return _assemble(plan, metadata, detach=False).model
+
+
+def build_detached_model(plan: Plan, metadata: tuple[tuple[str, str], ...]) -> DetachedModel:
+    """`build_model`'s model with its big initializers left beside it (`model_file`), for writing a
+    file without copying the weights through protobuf."""
+    return _assemble(plan, metadata, detach=True)
+
+
+def _assemble(plan: Plan, metadata: tuple[tuple[str, str], ...], detach: bool) -> DetachedModel:
     em = _OnnxEmitter(plan.opset)
     for value in (*plan.inputs, *(output for output, _ in plan.outputs)):
         em.reserve(value.name)
@@ -284,19 +300,27 @@ def build_model(plan: Plan, metadata: tuple[tuple[str, str], ...]) -> onnx.Model
     graph.node.extend(em.nodes)
     graph.input.extend(_value_info(value) for value in plan.inputs)
     graph.output.extend(_value_info(output) for output, _ in plan.outputs)
+    detached: dict[str, np.ndarray] = {}
     for name, array in em.initializers:
-        _fill_tensor(graph.initializer.add(), name, array)
+        array = _fill_tensor(graph.initializer.add(), name, array, with_data=not detach)
+        if detach and array.size > DETACH_ELEMENTS:
+            detached[name] = array
+        elif detach:
+            graph.initializer[-1].raw_data = array.tobytes()
     helper.set_model_props(model, dict(metadata))
-    return model
+    return DetachedModel(model, detached)
 
 
-def _fill_tensor(tensor: onnx.TensorProto, name: str, array: np.ndarray) -> None:
-    """What `numpy_helper.from_array` writes (little-endian raw data), without an extra copy."""
+def _fill_tensor(tensor: onnx.TensorProto, name: str, array: np.ndarray, with_data: bool) -> np.ndarray:
+    """What `numpy_helper.from_array` writes (little-endian raw data), without an extra copy; the
+    array as the raw data holds it."""
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     tensor.name = name
     tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
     tensor.dims.extend(array.shape)
-    tensor.raw_data = array.tobytes()
+    if with_data:
+        tensor.raw_data = array.tobytes()
+    return array
 
 
 def _emit(em: _OnnxEmitter, step: Step, names: dict[str, str]) -> str:

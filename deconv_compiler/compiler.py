@@ -19,13 +19,14 @@ from typing import Any
 import onnx
 from google.protobuf.message import EncodeError
 
-from deconv_compiler.builder import build_model
+from deconv_compiler.builder import build_detached_model, build_model
 from deconv_compiler.check import check_model
 from deconv_compiler.conv_transpose_plan import layers_to_tune
 from deconv_compiler.dtypes import compute_dtype
 from deconv_compiler.errors import CompileError, DeconvWarning
 from deconv_compiler.ir import Graph
 from deconv_compiler.metadata import model_metadata
+from deconv_compiler.model_file import DetachedModel, file_chunks
 from deconv_compiler.options import CompileOptions
 from deconv_compiler.planner import made_weights, plan_graph
 
@@ -37,6 +38,16 @@ def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.M
     ask for the `tune` strategy are timed on this machine first (`tuning`); the choice and the
     timings go into the metadata.
     """
+    return _compiled(graph, options, detach=False).model
+
+
+def compile_to_file(graph: Graph, options: CompileOptions | None, path: str | Path) -> None:
+    """`compile_model` then `save_model`, the same bytes, without ever copying the weights into
+    protobuf (`model_file`): what the CLI does."""
+    save_model(_compiled(graph, options, detach=True), path)
+
+
+def _compiled(graph: Graph, options: CompileOptions | None, detach: bool) -> DetachedModel:
     options = (options or CompileOptions()).resolved()
     graph = made_weights(graph, options.seed)  # once, for the tuner and the planner
     policies = {options.dtype} if options.dtype else {node.policy for node in graph.nodes}
@@ -65,9 +76,13 @@ def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.M
             weight_origins=plan.weight_origins,
             tuning=timings,
         )
-        model = build_model(plan, metadata)
-    check_model(model)
-    return model
+        built = (build_detached_model if detach else _attached)(plan, metadata)
+    check_model(built.model)  # its weightless view: detached weights are never looked at
+    return built
+
+
+def _attached(plan: Any, metadata: tuple[tuple[str, str], ...]) -> DetachedModel:
+    return DetachedModel(build_model(plan, metadata), {})
 
 
 @contextmanager
@@ -75,9 +90,10 @@ def _within_protobuf_limit() -> Iterator[None]:
     try:
         yield
     except EncodeError as exc:  # protobuf refuses messages over 2 GiB
-        raise CompileError(
-            "the model is larger than an .onnx file can be (2 GiB); compile fewer or smaller layers"
-        ) from exc
+        raise CompileError(_TOO_LARGE) from exc
+
+
+_TOO_LARGE = "the model is larger than an .onnx file can be (2 GiB); compile fewer or smaller layers"
 
 
 def _file_mode(target: Path) -> int:
@@ -90,12 +106,15 @@ def _file_mode(target: Path) -> int:
         return 0o666 & ~umask
 
 
-def save_model(model: onnx.ModelProto, path: str | Path) -> None:
+def save_model(model: onnx.ModelProto | DetachedModel, path: str | Path) -> None:
     """Write atomically: a hidden temporary file beside the target, flushed and fsynced, then
     renamed over it. A failure or an interrupt leaves the previous file intact and removes the
     temporary; one left by a killed process is removed by the next save to the same path."""
     target = Path(path)
-    data = model.SerializeToString()
+    with _within_protobuf_limit():
+        chunks = list(file_chunks(model)) if isinstance(model, DetachedModel) else [model.SerializeToString()]
+    if sum(len(chunk) for chunk in chunks) >= 2**31:  # protobuf's own limit, which detached weights skip
+        raise CompileError(_TOO_LARGE)
     mode = _file_mode(target)
     _remove_stale_temporaries(target)
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
@@ -103,7 +122,8 @@ def save_model(model: onnx.ModelProto, path: str | Path) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)

@@ -7,6 +7,7 @@ builder decides numbers (a strategy's form, Casts, constants), they are compared
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,8 @@ from onnx import helper, numpy_helper
 
 from deconv_compiler import __version__, reference
 from deconv_compiler.activations import ActivationSite
-from deconv_compiler.builder import PRODUCER, build_model
+from deconv_compiler.builder import DETACH_ELEMENTS, PRODUCER, build_model
+from deconv_compiler.compiler import compile_model, compile_to_file
 from deconv_compiler.ir import Graph
 from deconv_compiler.options import CompileOptions
 from deconv_compiler.plan import ActivationStep, CastStep, Constant, NodeStep, Plan, PlanValue
@@ -262,3 +264,29 @@ def test_metadata_and_producer_pass_through() -> None:
     assert (model.producer_name, model.producer_version) == (PRODUCER, __version__)
     assert not built(one_conv([1, 4, 4, 3], kernel_size=3)).metadata_props
     assert loads(model).get_modelmeta().custom_metadata_map == dict(metadata)
+
+
+@pytest.mark.parametrize("strategy", ["native", "auto"])  # auto: subpixel for the first layer
+def test_a_file_written_without_copying_weights_is_the_serialized_model(
+    tmp_path: Path, strategy: str
+) -> None:
+    """`compile_to_file` (what `deconvc compile` does) streams big weights next to a weightless
+    model; the file must be byte for byte `compile_model(...).SerializeToString()`."""
+    rng = np.random.default_rng(3)
+    spec = load_spec(
+        {
+            "name": "big",
+            "input": {"shape": [None, 16, 16, 128], "name": "x"},
+            "layers": [
+                {"type": "Conv2DTranspose", "filters": 64, "kernel_size": 4, "strides": 2, "padding": "same",
+                 "weights": [rng.standard_normal((4, 4, 64, 128)).astype(np.float32), np.ones(64, np.float32)]},
+                {"type": "Conv2DTranspose", "filters": 3, "kernel_size": 3, "activation": "tanh"},
+            ],
+        }
+    )  # fmt: skip
+    graph, options = spec_graph(spec), CompileOptions(strategy=strategy)
+    path = tmp_path / "big.onnx"
+    compile_to_file(graph, options, path)
+    expected = compile_model(graph, options).SerializeToString()
+    assert path.read_bytes() == expected
+    assert len(expected) > 4 * DETACH_ELEMENTS  # the kernel was detached, not written through protobuf

@@ -29,6 +29,7 @@ from deconv_compiler.cli.main import main
 
 from deconv_compiler import compiler, layer_plans, runtime
 from deconv_compiler.errors import InternalError
+from deconv_compiler.model_file import DetachedModel
 from deconv_compiler.options import MAX_OPSET, MIN_OPSET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -747,14 +748,14 @@ def test_a_model_that_fails_the_onnx_checker_is_an_internal_error(
 ) -> None:
     """The real `check_model` on a broken model (a node reads a tensor nothing makes): the checker's
     multi-line message still becomes one line."""
-    build = compiler.build_model
+    build = compiler.build_detached_model  # what `deconvc compile` builds
 
-    def broken_build(*args: Any) -> onnx.ModelProto:
-        model = build(*args)
-        model.graph.node[0].input[0] = "nowhere"
-        return model
+    def broken_build(*args: Any) -> DetachedModel:
+        built = build(*args)
+        built.model.graph.node[0].input[0] = "nowhere"
+        return built
 
-    monkeypatch.setattr(compiler, "build_model", broken_build)
+    monkeypatch.setattr(compiler, "build_detached_model", broken_build)
     result = invoke("compile", SEED_EXAMPLE, "-o", tmp_path / "m.onnx")
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
