@@ -32,15 +32,24 @@ from deconv_compiler.errors import (
 )
 from deconv_compiler.ir import Graph, KerasOrigin, Node, Op, Output, Shape, Value
 from deconv_compiler.keras_call import LayerCall
+from deconv_compiler.keras_config import (
+    TensorRef,
+    call_arguments,
+    declared_input,
+    entry_class,
+    entry_config,
+    entry_name,
+    model_entries,
+    shape_or_none,
+    shape_text,
+    tensor_refs,
+)
 from deconv_compiler.keras_file import MAX_NESTING, MODEL_CLASSES, SavedModel, read_saved_model
 from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT
-from deconv_compiler.keras_ops import OP_PARSERS, SUPPORTED_OPS_TEXT, OpCall, TensorArg, is_op_entry, op_name
+from deconv_compiler.keras_ops import OP_PARSERS, SUPPORTED_OPS_TEXT, OpCall, is_op_entry, op_name
 from deconv_compiler.limits import MAX_SIZE, MAX_WEIGHT_BYTES
 
 # --- reading -----------------------------------------------------------------------------------
-
-# Keras 2 / tf.keras spell some classes differently.
-CLASS_ALIASES = {"Convolution2DTranspose": "Conv2DTranspose", "Deconvolution2D": "Conv2DTranspose"}
 
 
 def load_keras_model(
@@ -53,7 +62,7 @@ def load_keras_model(
 def parse_saved_model(saved: SavedModel) -> Graph:
     builder = _KerasGraphReader(saved)
     config = saved.config
-    class_name = _class_name(config)
+    class_name = entry_class(config)
     if class_name in MODEL_CLASSES:
         builder.model(config)
     else:
@@ -71,29 +80,10 @@ def _custom_refusal(class_name: Any) -> str:
     )
 
 
-def _model_entries(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    layers = _layer_config(config).get("layers")
-    return [e if isinstance(e, Mapping) else {} for e in layers] if isinstance(layers, list) else []
-
-
-def _class_name(entry: Any) -> str:
-    name = entry.get("class_name") if isinstance(entry, Mapping) else None
-    name = name if isinstance(name, str) else "?"
-    return CLASS_ALIASES.get(name, name)
-
-
-def _layer_config(entry: Mapping[str, Any]) -> Mapping[str, Any]:
-    config = entry.get("config")
-    return config if isinstance(config, Mapping) else {}
-
-
 @dataclass
 class _Tensor:
     value: Value
     io_dtype: str  # the dtype it has as a model output (float32 under a mixed policy)
-
-
-TensorRef = tuple[str, int, int]  # (layer, call index, output index): Keras' keras_history
 
 
 @dataclass(frozen=True)
@@ -140,7 +130,7 @@ class _KerasGraphReader:
         if policy is None:
             return None
         if any(size is not None and size > MAX_SIZE for size in shape):
-            self.fail((name,), f"the input shape {_shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)")
+            self.fail((name,), f"the input shape {shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)")
             return None
         value = Value(name, shape, io_dtype(policy))
         self.inputs.append(value)
@@ -155,7 +145,7 @@ class _KerasGraphReader:
         """A layer's dtype policy: a dtype name (Keras 2) or a DTypePolicy (Keras 3); float32 if unsaid."""
         value = config.get("dtype")
         if isinstance(value, Mapping):
-            value = _layer_config(value).get("name")
+            value = entry_config(value).get("name")
         if value is None:
             return "float32"
         if value in POLICIES:
@@ -169,10 +159,10 @@ class _KerasGraphReader:
     # --- model forms ---
 
     def model(self, config: Mapping[str, Any]) -> None:
-        body = _layer_config(config)
+        body = entry_config(config)
         name = body.get("name")
         self.name = name if isinstance(name, str) and name else "model"
-        if not self._check_layer_kinds(_model_entries(config), "", depth=0):
+        if not self._check_layer_kinds(model_entries(config), "", depth=0):
             return
         outputs = self._body(config, None, _Scope("", ""))
         if outputs is not None:
@@ -184,8 +174,8 @@ class _KerasGraphReader:
         """A layer's `get_config()` JSON: its input is the kernel's channel count, other sizes dynamic."""
         if not self._check_layer_kinds([config], "", depth=0):
             return
-        class_name = _class_name(config)
-        layer_config = _layer_config(config)
+        class_name = entry_class(config)
+        layer_config = entry_config(config)
         if class_name not in CONV_LAYERS:
             self.fail((), f"a single-layer config must be a transposed convolution, got {class_name}")
             return
@@ -193,7 +183,7 @@ class _KerasGraphReader:
         self.name = name
         arrays = self.saved.weights.get(name)
         rank = int(class_name[4])
-        shape = _declared_input(layer_config)
+        shape = declared_input(layer_config)
         if shape is None:
             if not arrays:
                 self.fail((), f"layer {name!r} has no weights: give the kernel (and bias) in an .npz")
@@ -211,14 +201,14 @@ class _KerasGraphReader:
     ) -> list[tuple[str, _Tensor]] | None:
         """A model's layers, on `inputs` (a nested model) or on new graph inputs (the top):
         its outputs, each with the name of the layer that computes it."""
-        body = _layer_config(config)
+        body = entry_config(config)
         layers = body.get("layers")
         entries = [e if isinstance(e, Mapping) else {} for e in layers] if isinstance(layers, list) else []
         where = (scope.names.rstrip("/"),) if scope.names else ("config", "layers")
         if not entries:
             self.fail(where, "the model config lists no layers")
             return None
-        if _class_name(config) == "Sequential":
+        if entry_class(config) == "Sequential":
             return self._sequential(body, entries, inputs, scope)
         return self._functional(body, entries, inputs, scope)
 
@@ -230,15 +220,15 @@ class _KerasGraphReader:
         scope: _Scope,
     ) -> list[tuple[str, _Tensor]] | None:
         first = entries[0]
-        if _class_name(first) == "InputLayer":
-            input_name = str(_layer_config(first).get("name") or "input_layer")
-            shape = _declared_input(_layer_config(first))
+        if entry_class(first) == "InputLayer":
+            input_name = str(entry_config(first).get("name") or "input_layer")
+            shape = declared_input(entry_config(first))
             entries = entries[1:]
         else:  # the first layer declares the input; it takes what it computes with
             input_name = "input_layer"
-            shape = _declared_input(_layer_config(first))
+            shape = declared_input(entry_config(first))
             if shape is None:
-                shape = _shape_or_none(body.get("build_input_shape"))
+                shape = shape_or_none(body.get("build_input_shape"))
         if inputs is not None:
             if len(inputs) != 1:
                 self.fail(
@@ -254,12 +244,12 @@ class _KerasGraphReader:
             )
             return None
         else:
-            tensor = self.input_tensor(input_name, shape, _layer_config(first))
+            tensor = self.input_tensor(input_name, shape, entry_config(first))
         last_name = input_name
         for entry in entries:
             if tensor is None:
                 return None
-            last_name = _entry_name(entry)
+            last_name = entry_name(entry)
             outs = self._call(entry, last_name, [tensor], 0, scope)
             if outs is not None and len(outs) != 1:
                 self.fail(
@@ -276,25 +266,25 @@ class _KerasGraphReader:
         inputs: list[_Tensor] | None,
         scope: _Scope,
     ) -> list[tuple[str, _Tensor]] | None:
-        by_name = {_entry_name(e): e for e in entries}
+        by_name = {entry_name(e): e for e in entries}
         tensors: dict[TensorRef, _Tensor] = {}
-        declared_inputs = _tensor_refs(body.get("input_layers"))
-        input_entries = [e for e in entries if _class_name(e) == "InputLayer"]
+        declared_inputs = tensor_refs(body.get("input_layers"))
+        input_entries = [e for e in entries if entry_class(e) == "InputLayer"]
         if inputs is None:
             for entry in input_entries:
-                name = _entry_name(entry)
-                shape = _declared_input(_layer_config(entry))
+                name = entry_name(entry)
+                shape = declared_input(entry_config(entry))
                 if shape is None:
                     self.fail((name,), "InputLayer without a shape")
                     continue
-                tensor = self.input_tensor(name, shape, _layer_config(entry))
+                tensor = self.input_tensor(name, shape, entry_config(entry))
                 if tensor is not None:
                     tensors[(name, 0, 0)] = tensor
             if declared_inputs is not None:
                 order = {ref[0]: i for i, ref in enumerate(declared_inputs)}
                 self.inputs.sort(key=lambda i: order.get(i.name, len(order)))
         else:
-            names = [ref[0] for ref in declared_inputs or []] or [_entry_name(e) for e in input_entries]
+            names = [ref[0] for ref in declared_inputs or []] or [entry_name(e) for e in input_entries]
             if len(names) != len(inputs):
                 self.fail(
                     (scope.names.rstrip("/"),),
@@ -309,7 +299,7 @@ class _KerasGraphReader:
         pending = [
             (entry, call_index, call)
             for entry in entries
-            if _class_name(entry) != "InputLayer" and isinstance(entry.get("inbound_nodes"), list)
+            if entry_class(entry) != "InputLayer" and isinstance(entry.get("inbound_nodes"), list)
             for call_index, call in enumerate(entry["inbound_nodes"])
         ]
         progress = True
@@ -317,8 +307,8 @@ class _KerasGraphReader:
             progress = False
             waiting = []
             for entry, call_index, call in pending:
-                name = _entry_name(entry)
-                arguments = _call_arguments(call)
+                name = entry_name(entry)
+                arguments = call_arguments(call)
                 if arguments is None:
                     self.fail(
                         (scope.names + name, "inbound_nodes", call_index),
@@ -347,7 +337,7 @@ class _KerasGraphReader:
                 for index, out in enumerate(outs or []):
                     tensors[(name, call_index, index)] = out
             pending = waiting
-        declared_outputs = _tensor_refs(body.get("output_layers"))
+        declared_outputs = tensor_refs(body.get("output_layers"))
         if declared_outputs is None:
             self.fail(
                 ("config", "output_layers") if not scope.names else (scope.names.rstrip("/"),),
@@ -374,14 +364,14 @@ class _KerasGraphReader:
         entry = by_name.get(ref[0])
         if entry is None:
             return ref
-        class_name = _class_name(entry)
+        class_name = entry_class(entry)
         keras2 = (self.saved.keras_version or "").startswith("2.")
         first = 0
         if class_name in ("Functional", "Model") and (keras2 or not in_arguments):
             first = 1
         elif class_name == "Sequential" and keras2:
-            entries = _model_entries(entry)
-            first = 1 if entries and _class_name(entries[0]) == "InputLayer" else 0
+            entries = model_entries(entry)
+            first = 1 if entries and entry_class(entries[0]) == "InputLayer" else 0
         return (ref[0], ref[1] - first, ref[2])
 
     def _output_name(self, layer: str) -> str:
@@ -402,8 +392,8 @@ class _KerasGraphReader:
             return False
         ok = True
         for entry in entries:
-            class_name = _class_name(entry)
-            name = _entry_name(entry)
+            class_name = entry_class(entry)
+            name = entry_name(entry)
             module = entry.get("module")
             registered = entry.get("registered_name")
             custom = (isinstance(module, str) and not module.startswith("keras")) or (
@@ -428,7 +418,7 @@ class _KerasGraphReader:
             elif custom:
                 self.fail(where, _custom_refusal(registered or entry.get("class_name")))
             elif class_name in MODEL_CLASSES:
-                if not self._check_layer_kinds(_model_entries(entry), f"{prefix}{name}/", depth + 1):
+                if not self._check_layer_kinds(model_entries(entry), f"{prefix}{name}/", depth + 1):
                     ok = False
                 continue
             elif class_name not in LAYER_PARSERS and class_name != "InputLayer":
@@ -456,7 +446,7 @@ class _KerasGraphReader:
         args: tuple[Any, ...] | None = None,
         kwargs: Any = None,
     ) -> list[_Tensor] | None:
-        class_name = _class_name(entry)
+        class_name = entry_class(entry)
         if class_name in MODEL_CLASSES:
             outputs = self._body(entry, inputs, scope.inner(name, node_index))
             return None if outputs is None else [tensor for _, tensor in outputs]
@@ -471,7 +461,7 @@ class _KerasGraphReader:
             )
         if is_op_entry(entry):
             return self._operation(entry, name, inputs, node_index, scope, args)
-        config = _layer_config(entry)
+        config = entry_config(entry)
         path: FieldPath = (f"{scope.names}{name} ({class_name})",)
         policy = self.policy(config, path)
         if policy is None:
@@ -498,12 +488,12 @@ class _KerasGraphReader:
         scope: _Scope,
         args: tuple[Any, ...] | None,
     ) -> list[_Tensor] | None:
-        class_name = _class_name(entry)
+        class_name = entry_class(entry)
         kind = op_name(class_name)
         path: FieldPath = (f"{scope.names}{name} ({kind})",)
         policy = inputs[0].value.dtype if inputs else "float32"
         shapes = tuple(t.value.shape for t in inputs)
-        call = OpCall(name, kind, _layer_config(entry), args or (), shapes, path, self.problems)
+        call = OpCall(name, kind, entry_config(entry), args or (), shapes, path, self.problems)
         before = len(self.problems.found)
         results = OP_PARSERS[class_name](call)
         if len(self.problems.found) > before:
@@ -526,7 +516,7 @@ class _KerasGraphReader:
         for index, (op, shape) in enumerate(results):
             if any(size is not None and size > MAX_SIZE for size in shape):
                 self.fail(
-                    path, f"the output shape {_shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)"
+                    path, f"the output shape {shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)"
                 )
                 return None
             value_name = name + (f":{node_index}" if node_index else "") + (f"#{index}" if index else "")
@@ -534,83 +524,3 @@ class _KerasGraphReader:
             self.nodes.append(Node(name, kind, op, tuple(t.value.name for t in inputs), output, policy))
             outputs.append(_Tensor(output, io_dtype(policy)))
         return outputs
-
-
-# --- config details -------------------------------------------------------------------------------
-
-
-def _entry_name(entry: Mapping[str, Any]) -> str:
-    name = entry.get("name")
-    if not isinstance(name, str):
-        name = _layer_config(entry).get("name")
-    return name if isinstance(name, str) and name else "?"
-
-
-def _shape_or_none(value: Any) -> Shape | None:
-    if not isinstance(value, list) or not all(
-        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in value
-    ):
-        return None
-    return tuple(value)
-
-
-def _declared_input(config: Mapping[str, Any]) -> Shape | None:
-    """The full input shape an InputLayer (Keras 3 `batch_shape`, Keras 2 `batch_input_shape`)
-    or a first layer declares."""
-    for key in ("batch_shape", "batch_input_shape"):
-        shape = _shape_or_none(config.get(key))
-        if shape is not None:
-            return shape
-    return None
-
-
-def _is_ref(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 3
-        and isinstance(value[0], str)
-        and all(isinstance(v, int) for v in value[1:])
-    )
-
-
-def _tensor_refs(value: Any) -> list[TensorRef] | None:
-    """`input_layers` / `output_layers`: one [layer, node, tensor] or a list of them."""
-    if _is_ref(value):
-        return [(value[0], value[1], value[2])]
-    if isinstance(value, list) and all(_is_ref(v) for v in value):
-        return [(v[0], v[1], v[2]) for v in value]
-    return None
-
-
-def _call_arguments(call: Any) -> tuple[tuple[Any, ...], list[TensorRef]] | None:
-    """A call's positional arguments (tensors as `TensorArg`, in reading order) and the tensor each
-    reads: Keras 3 writes {"args": [tensor or [tensors] or numbers], "kwargs": {}}, Keras 2
-    [[layer, node, tensor, kwargs], ...]."""
-    if isinstance(call, Mapping):
-        refs: list[TensorRef] = []
-
-        def convert(value: Any, depth: int) -> Any:
-            if depth > 16:
-                return None
-            if isinstance(value, Mapping) and value.get("class_name") == "__keras_tensor__":
-                history: Any = _layer_config(value).get("keras_history")
-                if not _is_ref(history):
-                    return None
-                refs.append((history[0], history[1], history[2]))
-                return TensorArg(len(refs) - 1)
-            if isinstance(value, (list, tuple)):
-                return [convert(item, depth + 1) for item in value]
-            return value
-
-        args = call.get("args")
-        converted = convert(args if isinstance(args, list) else [], 0)
-        return (tuple(converted), refs) if refs else None
-    if isinstance(call, list) and call and all(isinstance(c, list) and len(c) >= 3 for c in call):
-        if all(_is_ref(c[:3]) for c in call):
-            refs = [(c[0], c[1], c[2]) for c in call]
-            return tuple(TensorArg(i) for i in range(len(refs))), refs
-    return None
-
-
-def _shape_text(shape: Shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
