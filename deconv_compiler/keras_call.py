@@ -16,6 +16,7 @@ from deconv_compiler.ir import (
     Op,
     Shape,
 )
+from deconv_compiler.keras_shapes import dims
 from deconv_compiler.limits import MAX_SIZE
 
 
@@ -228,10 +229,6 @@ def expect_shape(ctx: LayerCall, tensor: str, array: np.ndarray, expected: Seque
         ctx.fail(f"{tensor} holds NaN or infinite values")
         return False
     return True
-
-
-def dims(shape: Shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 def is_int(value: Any) -> bool:

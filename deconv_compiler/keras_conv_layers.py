@@ -20,9 +20,9 @@ from deconv_compiler.keras_call import (
     LayerParser,
     activation_name,
     activation_shape,
-    dims,
     expect_shape,
 )
+from deconv_compiler.keras_shapes import dims
 
 # --- convolutions and pooling --------------------------------------------------------------------
 

@@ -43,7 +43,6 @@ from deconv_compiler.keras_call import (
     LayerParser,
     activation_name,
     activation_shape,
-    dims,
     expect_shape,
     is_int,
 )
@@ -55,6 +54,7 @@ from deconv_compiler.keras_norm_layers import (
     rescaling,
     unit_normalization,
 )
+from deconv_compiler.keras_shapes import ShapeMismatch, concatenated_shape, dims, merged_shape, reshaped_shape
 
 IDENTITY_LAYERS = (
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -239,30 +239,6 @@ def _identity(ctx: LayerCall) -> tuple[Op, Shape] | None:
     return (IdentityOp(), ctx.shape) if ctx.single_input() else None
 
 
-def _broadcast(ctx: LayerCall) -> Shape | None:
-    """Keras' merge shape (`Merge.compute_output_shape`): the one known batch size; elsewhere
-    sizes equal or 1, and None wherever an input's size is None (Keras does not guess)."""
-    shapes = list(ctx.input_shapes)
-    if len({len(s) for s in shapes}) != 1:
-        ctx.fail(
-            "inputs of different ranks are not supported (Keras would insert axes after the batch "
-            f"axis): {', '.join(dims(s) for s in shapes)}"
-        )
-        return None
-    batches = {s[0] for s in shapes} - {None}
-    if len(batches) > 1:
-        ctx.fail(f"Cannot merge tensors with different batch sizes: {', '.join(dims(s) for s in shapes)}")
-        return None
-    out: list[int | None] = [batches.pop() if batches else None]
-    for sizes in zip(*(s[1:] for s in shapes), strict=True):
-        known = {s for s in sizes if s is not None and s != 1}
-        if len(known) > 1:
-            ctx.fail(f"Inputs have incompatible shapes: {', '.join(dims(s) for s in shapes)}")
-            return None
-        out.append(None if None in sizes else known.pop() if known else 1)
-    return tuple(out)
-
-
 def _merge(function: str, inputs: int | None = None) -> LayerParser:
     """Add, Subtract (exactly 2 inputs), Multiply, Average, Maximum, Minimum: Keras merges a
     list of one input or more."""
@@ -272,8 +248,11 @@ def _merge(function: str, inputs: int | None = None) -> LayerParser:
         if (inputs is not None and count != inputs) or count < 1:
             ctx.fail(f"A `{ctx.class_name}` layer should be called on exactly {inputs} inputs, got {count}")
             return None
-        shape = _broadcast(ctx)
-        return None if shape is None else (MergeOp(function), shape)
+        try:
+            return MergeOp(function), merged_shape(ctx.input_shapes)
+        except ShapeMismatch as exc:
+            ctx.fail(str(exc))
+            return None
 
     return parse
 
@@ -286,17 +265,11 @@ def _concatenate(ctx: LayerCall) -> tuple[Op, Shape] | None:
     axis = ctx.axis(ctx.config.get("axis", -1), "axis")
     if axis is None:
         return None
-    out: list[int | None] = []
-    for a, sizes in enumerate(zip(*shapes, strict=True)):
-        if a == axis:
-            out.append(None if None in sizes else sum(int(s or 0) for s in sizes))
-            continue
-        known = {s for s in sizes if s is not None}
-        if len(known) > 1:
-            ctx.fail(f"inputs must match except on axis {axis}: {', '.join(dims(s) for s in shapes)}")
-            return None
-        out.append(known.pop() if known else None)
-    return ConcatenateOp(axis), tuple(out)
+    try:
+        return ConcatenateOp(axis), concatenated_shape(shapes, axis)
+    except ShapeMismatch as exc:
+        ctx.fail(str(exc))
+        return None
 
 
 def _reshape(ctx: LayerCall) -> tuple[Op, Shape] | None:
@@ -310,21 +283,11 @@ def _reshape(ctx: LayerCall) -> tuple[Op, Shape] | None:
     ):
         ctx.fail(f"must be a list of positive sizes with at most one -1, got {shown(target)}", "target_shape")
         return None
-    known = ctx.shape[1:]
-    shape: list[int | None] = list(target)
-    if all(d is not None for d in known):
-        total, fixed = math.prod(int(d or 0) for d in known), math.prod(d for d in target if d != -1)
-        if -1 in target:
-            if fixed == 0 or total % fixed:
-                ctx.fail(f"cannot reshape {dims(ctx.shape)} to {shown(target)}", "target_shape")
-                return None
-            shape[target.index(-1)] = total // fixed
-        elif total != fixed:
-            ctx.fail(f"cannot reshape {dims(ctx.shape)} ({total} values) to {shown(target)}", "target_shape")
-            return None
-    else:
-        shape = [None if d == -1 else d for d in target]
-    return ReshapeOp(tuple(target)), (ctx.shape[0], *shape)
+    try:
+        return ReshapeOp(tuple(target)), reshaped_shape(ctx.shape, target)
+    except ShapeMismatch as exc:
+        ctx.fail(str(exc), "target_shape")
+        return None
 
 
 def _flatten(ctx: LayerCall) -> tuple[Op, Shape] | None:

@@ -21,10 +21,10 @@ from deconv_compiler.ir import (
 )
 from deconv_compiler.keras_call import (
     LayerCall,
-    dims,
     expect_shape,
     is_int,
 )
+from deconv_compiler.keras_shapes import dims
 
 # --- normalizations ------------------------------------------------------------------------------
 

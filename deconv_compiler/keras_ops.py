@@ -36,6 +36,8 @@ from deconv_compiler.ir import (
     SoftmaxOp,
     SqueezeOp,
 )
+from deconv_compiler.keras_call import is_int
+from deconv_compiler.keras_shapes import ShapeMismatch, concatenated_shape, dims, merged_shape, reshaped_shape
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,16 @@ def _binary(function: str) -> OpParser:
             return None
         a, b = call.args
         if isinstance(a, TensorArg) and isinstance(b, TensorArg):
-            shape = _broadcast(call, [call.input_shapes[a.index], call.input_shapes[b.index]])
-            return None if shape is None else [(MergeOp(function), shape)]
+            try:
+                return [
+                    (
+                        MergeOp(function),
+                        merged_shape([call.input_shapes[a.index], call.input_shapes[b.index]]),
+                    )
+                ]
+            except ShapeMismatch as exc:
+                call.fail(str(exc))
+                return None
         tensor, number = (a, b) if isinstance(a, TensorArg) else (b, a)
         if not isinstance(tensor, TensorArg) or not _is_number(number):
             call.fail(f"operands must be tensors or numbers, got {shown(number)}")
@@ -135,22 +145,16 @@ def _concatenate(call: OpCall) -> Outputs | None:
         return None
     shapes = [call.input_shapes[t.index] for t in items]
     if len({len(s) for s in shapes}) != 1:
-        call.fail(f"inputs of different ranks: {', '.join(_fmt(s) for s in shapes)}")
+        call.fail(f"inputs of different ranks: {', '.join(dims(s) for s in shapes)}")
         return None
     axis = call.axis(call.config.get("axis", 0), len(shapes[0]))
     if axis is None:
         return None
-    out: list[int | None] = []
-    for a, sizes in enumerate(zip(*shapes, strict=True)):
-        if a == axis:
-            out.append(None if None in sizes else sum(int(s or 0) for s in sizes))
-            continue
-        known = {s for s in sizes if s is not None}
-        if len(known) > 1:
-            call.fail(f"inputs must match except on axis {axis}: {', '.join(_fmt(s) for s in shapes)}")
-            return None
-        out.append(known.pop() if known else None)
-    return [(ConcatenateOp(axis), tuple(out))]
+    try:
+        return [(ConcatenateOp(axis), concatenated_shape(shapes, axis))]
+    except ShapeMismatch as exc:
+        call.fail(str(exc))
+        return None
 
 
 def _reshape(call: OpCall) -> Outputs | None:
@@ -160,26 +164,18 @@ def _reshape(call: OpCall) -> Outputs | None:
     new = call.config.get("newshape", call.config.get("new_shape"))
     if isinstance(new, int):
         new = [new]
-    if not isinstance(new, list) or not new or not all(_is_int(d) and (d > 0 or d == -1) for d in new):
+    if not isinstance(new, list) or not new or not all(is_int(d) and (d > 0 or d == -1) for d in new):
         call.fail(f"newshape must be a list of positive sizes and -1, got {shown(new)}")
         return None
     batch, target = new[0], list(new[1:])
     if batch not in (-1, shape[0]) or (batch == -1 and -1 in target):
         call.fail(f"newshape {shown(new)} must keep the batch axis first (-1 or {shape[0]}), the only -1")
         return None
-    known = shape[1:]
-    out: list[int | None] = [None if d == -1 else d for d in target]
-    if all(d is not None for d in known):
-        total, fixed = math.prod(int(d or 0) for d in known), math.prod(d for d in target if d != -1)
-        if -1 in target:
-            if fixed == 0 or total % fixed:
-                call.fail(f"cannot reshape {_fmt(shape)} to {shown(new)}")
-                return None
-            out[target.index(-1)] = total // fixed
-        elif total != fixed:
-            call.fail(f"cannot reshape {_fmt(shape)} ({total} values per sample) to {shown(new)}")
-            return None
-    return [(ReshapeOp(tuple(target)), (shape[0], *out))]
+    try:
+        return [(ReshapeOp(tuple(target)), reshaped_shape(shape, target))]
+    except ShapeMismatch as exc:
+        call.fail(str(exc))
+        return None
 
 
 def _transpose(call: OpCall) -> Outputs | None:
@@ -190,9 +186,7 @@ def _transpose(call: OpCall) -> Outputs | None:
     rank = len(shape)
     if axes is None:
         axes = list(reversed(range(rank)))
-    if not isinstance(axes, list) or sorted(a % rank if _is_int(a) else -1 for a in axes) != list(
-        range(rank)
-    ):
+    if not isinstance(axes, list) or sorted(a % rank if is_int(a) else -1 for a in axes) != list(range(rank)):
         call.fail(f"axes must be a permutation of the {rank} axes, got {shown(axes)}")
         return None
     perm = tuple(int(a) % rank for a in axes)
@@ -219,7 +213,7 @@ def _squeeze(call: OpCall) -> Outputs | None:
     if axes is None:
         return None
     if any(shape[a] != 1 for a in axes):
-        call.fail(f"cannot squeeze axes {list(axes)} of {_fmt(shape)}: their size must be 1")
+        call.fail(f"cannot squeeze axes {list(axes)} of {dims(shape)}: their size must be 1")
         return None
     return [(SqueezeOp(axes), tuple(d for a, d in enumerate(shape) if a not in axes))]
 
@@ -248,14 +242,14 @@ def _split(call: OpCall) -> Outputs | None:
     size = shape[axis]
     sections = call.config.get("indices_or_sections")
     if size is None:
-        call.fail(f"splits axis {axis} of {_fmt(shape)}, whose size is unknown")
+        call.fail(f"splits axis {axis} of {dims(shape)}, whose size is unknown")
         return None
     if isinstance(sections, int) and not isinstance(sections, bool) and sections > 0:
         if size % sections:
             call.fail(f"cannot split axis {axis} of size {size} into {sections} equal parts")
             return None
         bounds = [size // sections * i for i in range(sections + 1)]
-    elif isinstance(sections, list) and all(_is_int(i) for i in sections):
+    elif isinstance(sections, list) and all(is_int(i) for i in sections):
         bounds = [0, *(min(max(i if i >= 0 else i + size, 0), size) for i in sections), size]
     else:
         call.fail(f"indices_or_sections must be a positive count or a list of indices, got {shown(sections)}")
@@ -397,27 +391,5 @@ def _one_tensor(call: OpCall) -> bool:
     return True
 
 
-def _broadcast(call: OpCall, shapes: list[Shape]) -> Shape | None:
-    if len({len(s) for s in shapes}) != 1:
-        call.fail(f"operands of different ranks are not supported: {', '.join(_fmt(s) for s in shapes)}")
-        return None
-    out: list[int | None] = []
-    for sizes in zip(*shapes, strict=True):
-        known = {s for s in sizes if s is not None and s != 1}
-        if len(known) > 1:
-            call.fail(f"operand shapes do not broadcast: {', '.join(_fmt(s) for s in shapes)}")
-            return None
-        out.append(known.pop() if known else (None if None in sizes else 1))
-    return tuple(out)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fmt(shape: Shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
