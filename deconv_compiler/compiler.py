@@ -76,13 +76,11 @@ def _compiled(graph: Graph, options: CompileOptions | None, detach: bool) -> Det
             weight_origins=plan.weight_origins,
             tuning=timings,
         )
-        built = (build_detached_model if detach else _attached)(plan, metadata)
+        built = (
+            build_detached_model(plan, metadata) if detach else DetachedModel(build_model(plan, metadata), {})
+        )
     check_model(built.model)  # its weightless view: detached weights are never looked at
     return built
-
-
-def _attached(plan: Any, metadata: tuple[tuple[str, str], ...]) -> DetachedModel:
-    return DetachedModel(build_model(plan, metadata), {})
 
 
 @contextmanager

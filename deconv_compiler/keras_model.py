@@ -94,6 +94,11 @@ class _Scope:
     names: str  # prefix of node and value names: unique per call of a nested model
     weights: str  # prefix of weight paths: the nested model's layer names
 
+    @property
+    def where(self) -> FieldPath:
+        """How problems of the model body itself are located: the nested model's path."""
+        return (self.names.rstrip("/"),)
+
     def inner(self, model: str, node_index: int) -> _Scope:
         suffix = f":{node_index}" if node_index else ""
         return _Scope(f"{self.names}{model}{suffix}/", f"{self.weights}{model}/")
@@ -202,9 +207,8 @@ class _KerasGraphReader:
         """A model's layers, on `inputs` (a nested model) or on new graph inputs (the top):
         its outputs, each with the name of the layer that computes it."""
         body = entry_config(config)
-        layers = body.get("layers")
-        entries = [e if isinstance(e, Mapping) else {} for e in layers] if isinstance(layers, list) else []
-        where = (scope.names.rstrip("/"),) if scope.names else ("config", "layers")
+        entries = model_entries(config)
+        where = scope.where if scope.names else ("config", "layers")
         if not entries:
             self.fail(where, "the model config lists no layers")
             return None
@@ -231,9 +235,7 @@ class _KerasGraphReader:
                 shape = shape_or_none(body.get("build_input_shape"))
         if inputs is not None:
             if len(inputs) != 1:
-                self.fail(
-                    (scope.names.rstrip("/"),), f"a Sequential model takes one input, got {len(inputs)}"
-                )
+                self.fail(scope.where, f"a Sequential model takes one input, got {len(inputs)}")
                 return None
             tensor: _Tensor | None = inputs[0]
         elif shape is None:
@@ -287,7 +289,7 @@ class _KerasGraphReader:
             names = [ref[0] for ref in declared_inputs or []] or [entry_name(e) for e in input_entries]
             if len(names) != len(inputs):
                 self.fail(
-                    (scope.names.rstrip("/"),),
+                    scope.where,
                     f"the model takes {len(names)} input(s), called on {len(inputs)}",
                 )
                 return None
@@ -296,41 +298,41 @@ class _KerasGraphReader:
         # Keras lists layers in creation order, not always the order their calls can run in (a
         # shared layer's later call may read a layer listed after it): run each call when its
         # inputs exist, as Keras' own loader does.
-        pending = [
-            (entry, call_index, call)
-            for entry in entries
-            if entry_class(entry) != "InputLayer" and isinstance(entry.get("inbound_nodes"), list)
-            for call_index, call in enumerate(entry["inbound_nodes"])
-        ]
-        progress = True
-        while pending and progress:
-            progress = False
-            waiting = []
-            for entry, call_index, call in pending:
-                name = entry_name(entry)
+        pending = []  # each call read once: (entry, call index, arguments, tensor refs, kwargs)
+        for entry in entries:
+            calls = entry.get("inbound_nodes")
+            if entry_class(entry) == "InputLayer" or not isinstance(calls, list):
+                continue
+            name = entry_name(entry)
+            for call_index, call in enumerate(calls):
                 arguments = call_arguments(call)
                 if arguments is None:
                     self.fail(
                         (scope.names + name, "inbound_nodes", call_index),
                         f"cannot read this call: {shown(call)}",
                     )
-                    progress = True
                     continue
                 args, refs = arguments
-                refs = [self._call_ref(ref, by_name, in_arguments=True) for ref in refs]
-                missing = [ref for ref in refs if ref not in tensors]
-                if any(ref[0] not in by_name for ref in missing):
-                    unknown = next(ref[0] for ref in missing if ref[0] not in by_name)
+                unknown = [ref[0] for ref in refs if ref[0] not in by_name]
+                if unknown:
                     self.fail(
-                        (scope.names + name,), f"takes the output of {unknown!r}, which is not in the model"
+                        (scope.names + name,),
+                        f"takes the output of {unknown[0]!r}, which is not in the model",
                     )
-                    progress = True
                     continue
-                if missing:
-                    waiting.append((entry, call_index, call))
+                refs = [self._call_ref(ref, by_name, in_arguments=True) for ref in refs]
+                kwargs = call.get("kwargs") if isinstance(call, Mapping) else None
+                pending.append((entry, call_index, args, refs, kwargs))
+        progress = True
+        while pending and progress:
+            progress = False
+            waiting = []
+            for entry, call_index, args, refs, kwargs in pending:
+                if any(ref not in tensors for ref in refs):
+                    waiting.append((entry, call_index, args, refs, kwargs))
                     continue
                 progress = True
-                kwargs = call.get("kwargs") if isinstance(call, Mapping) else None
+                name = entry_name(entry)
                 outs = self._call(
                     entry, name, [tensors[ref] for ref in refs], call_index, scope, args, kwargs
                 )
@@ -340,7 +342,7 @@ class _KerasGraphReader:
         declared_outputs = tensor_refs(body.get("output_layers"))
         if declared_outputs is None:
             self.fail(
-                ("config", "output_layers") if not scope.names else (scope.names.rstrip("/"),),
+                ("config", "output_layers") if not scope.names else scope.where,
                 "the model config names no outputs",
             )
             return None

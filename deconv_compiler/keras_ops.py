@@ -82,6 +82,8 @@ OpParser = Callable[[OpCall], "Outputs | None"]
 
 def op_name(class_name: str) -> str:
     """`TrueDivide` → `keras.ops.true_divide`: how messages name an operation."""
+    if class_name == "ReLU":  # the one recorded from keras.activations, with its arguments
+        return "keras.activations.relu"
     snake = re.sub("([a-z0-9])([A-Z])", r"\1_\2", class_name).lower()
     return f"keras.ops.{snake}"
 
@@ -378,7 +380,9 @@ def is_op_entry(entry: Mapping[str, Any]) -> bool:
     )
 
 
-SUPPORTED_OPS_TEXT = ", ".join(sorted(op_name(name) for name in OP_PARSERS if name != "ReLU"))
+SUPPORTED_OPS_TEXT = ", ".join(  # the keras.ops family first, then keras.activations.relu
+    sorted((op_name(name) for name in OP_PARSERS), key=lambda op: (not op.startswith("keras.ops."), op))
+)
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -33,15 +33,6 @@ class DetachedModel:
     model: onnx.ModelProto
     arrays: Mapping[str, np.ndarray]
 
-    def attached(self) -> onnx.ModelProto:
-        """The complete model (copies every weight into protobuf)."""
-        model = onnx.ModelProto()
-        model.CopyFrom(self.model)
-        for tensor in model.graph.initializer:
-            if tensor.name in self.arrays:
-                tensor.raw_data = self.arrays[tensor.name].tobytes()
-        return model
-
 
 def file_chunks(detached: DetachedModel) -> Iterator[bytes | memoryview]:
     """The `.onnx` file's bytes, piece by piece."""

@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from deconv_compiler import __version__, reference
 from deconv_compiler.activations import ActivationSite
-from deconv_compiler.builder import DETACH_ELEMENTS, PRODUCER, build_model
+from deconv_compiler.builder import DETACH_ELEMENTS, PRODUCER, build_detached_model, build_model
 from deconv_compiler.compiler import compile_model, compile_to_file
 from deconv_compiler.ir import Graph
 from deconv_compiler.options import CompileOptions
@@ -289,4 +289,6 @@ def test_a_file_written_without_copying_weights_is_the_serialized_model(
     compile_to_file(graph, options, path)
     expected = compile_model(graph, options).SerializeToString()
     assert path.read_bytes() == expected
-    assert len(expected) > 4 * DETACH_ELEMENTS  # the kernel was detached, not written through protobuf
+    detached = build_detached_model(plan_graph(graph, options.resolved()), ())
+    assert detached.arrays, "the kernel was meant to be streamed, not written through protobuf"
+    assert all(array.size > DETACH_ELEMENTS for array in detached.arrays.values())
