@@ -302,11 +302,10 @@ def _assemble(plan: Plan, metadata: tuple[tuple[str, str], ...], detach: bool) -
     graph.output.extend(_value_info(output) for output, _ in plan.outputs)
     detached: dict[str, np.ndarray] = {}
     for name, array in em.initializers:
-        array = _fill_tensor(graph.initializer.add(), name, array, with_data=not detach)
-        if detach and array.size > DETACH_ELEMENTS:
+        keep_out = detach and array.size > DETACH_ELEMENTS
+        array = _fill_tensor(graph.initializer.add(), name, array, with_data=not keep_out)
+        if keep_out:
             detached[name] = array
-        elif detach:
-            graph.initializer[-1].raw_data = array.tobytes()
     helper.set_model_props(model, dict(metadata))
     return DetachedModel(model, detached)
 

@@ -27,7 +27,7 @@ from deconv_compiler.plan_context import (
     OpPlanner,
     PlanContext,
     along,
-    apply_activation,
+    define_activated,
     full_rank,
     i64,
     internal_layout,
@@ -107,10 +107,7 @@ def _conv(p: PlanContext, node: Node, op: ConvOp) -> None:
     if op.pointwise is not None:
         pointwise = p.floats(scope, _conv_weight(op.pointwise, rank), dtype, f"{scope}/pointwise_kernel")
         y = p.node(scope, dtype, "Conv", [y, pointwise, *bias], kernel_shape=[1] * rank)
-    p.layouts[y] = layout
-    if op.activation != "linear":
-        y = apply_activation(p, node, y, op.activation, dtype)
-    p.define(node.output.name, y, layout)
+    define_activated(p, node, y, layout, op.activation, dtype)
 
 
 @_plans(PoolOp)

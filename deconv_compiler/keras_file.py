@@ -164,6 +164,7 @@ def _snake_case(name: str) -> str:
 
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
+MAX_NESTING = 32  # models inside models, at most
 
 
 def _config_layers(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -246,9 +247,6 @@ def _keras3_container(
         weights[prefix + name] = tuple(arrays)
 
 
-MAX_NESTING = 32
-
-
 # --- legacy .h5 -------------------------------------------------------------------------------
 
 
@@ -305,13 +303,11 @@ def _split_nested(
     """A nested model's flat weight list → its layers' (`model/layer` paths), nested models included."""
     leaves: list[tuple[str, int, int]] = []  # path, trainable count, non-trainable count
     _leaf_variables(entry, "", True, leaves, depth=0)
-    trainable = iter(arrays[: sum(t for _, t, _ in leaves)])
-    non_trainable = iter(arrays[sum(t for _, t, _ in leaves) :])
-    if sum(t + n for _, t, n in leaves) != len(arrays):
-        raise _Refusal(
-            f"{where} holds {len(arrays)} weight arrays; its layers' configs call for "
-            f"{sum(t + n for _, t, n in leaves)}"
-        )
+    trainable_count = sum(t for _, t, _ in leaves)
+    expected = trainable_count + sum(n for _, _, n in leaves)
+    if expected != len(arrays):
+        raise _Refusal(f"{where} holds {len(arrays)} weight arrays; its layers' configs call for {expected}")
+    trainable, non_trainable = iter(arrays[:trainable_count]), iter(arrays[trainable_count:])
     split: dict[str, list[np.ndarray]] = {path: [] for path, _, _ in leaves}
     for path, t, _ in leaves:
         split[path].extend(next(trainable) for _ in range(t))

@@ -44,6 +44,7 @@ from deconv_compiler.plan_context import (
     PlanContext,
     apply_activation,
     axes_node,
+    define_activated,
     i64,
     internal_layout,
     reduce,
@@ -107,10 +108,7 @@ def _dense(p: PlanContext, node: Node, op: DenseOp) -> None:
         y = p.node(scope, dtype, "MatMul", [x, p.floats(node.name, op.kernel, dtype, f"{scope}/kernel")])
         if op.bias is not None:
             y = p.node(scope, dtype, "Add", [y, p.floats(node.name, op.bias, dtype, f"{scope}/bias")])
-    p.layouts[y] = layout
-    if op.activation != "linear":
-        y = apply_activation(p, node, y, op.activation, dtype)
-    p.define(node.output.name, y, layout)
+    define_activated(p, node, y, layout, op.activation, dtype)
 
 
 @_plans(BatchNormOp)

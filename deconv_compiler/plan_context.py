@@ -176,6 +176,15 @@ def apply_activation(p: PlanContext, node: Node, x: str, activation: str, dtype:
     return out
 
 
+def define_activated(p: PlanContext, node: Node, y: str, layout: Perm, activation: str, dtype: str) -> None:
+    """A linear layer's result `y` (in `layout`), then its activation as the next node (the form
+    onnxruntime fuses into Conv), as the node's output."""
+    p.layouts[y] = layout
+    if activation != "linear":
+        y = apply_activation(p, node, y, activation, dtype)
+    p.define(node.output.name, y, layout)
+
+
 def i64(values: Any) -> Constant:
     return Constant(np.asarray(values, dtype=np.int64))
 
