@@ -22,6 +22,7 @@ _EXPORTS = {
     "InternalError": "errors",
     "InvalidInput": "errors",
     "KerasModelError": "errors",
+    "OutputFileError": "errors",
     "Problem": "errors",
     "SpecError": "errors",
     "CompileOptions": "options",
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
         InternalError,
         InvalidInput,
         KerasModelError,
+        OutputFileError,
         Problem,
         SpecError,
     )
@@ -78,6 +80,7 @@ __all__ = [
     "InvalidInput",
     "KerasModelError",
     "ModelSpec",
+    "OutputFileError",
     "Problem",
     "SpecError",
     "__version__",

@@ -8,10 +8,8 @@ planner, builder and checks.
 
 from __future__ import annotations
 
-import glob
-import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from deconv_compiler.ir import Graph
 from deconv_compiler.metadata import model_metadata
 from deconv_compiler.model_file import DetachedModel, file_chunks
 from deconv_compiler.options import CompileOptions
+from deconv_compiler.output_file import atomic_output, check_output
 from deconv_compiler.planner import made_weights, plan_graph
 
 
@@ -43,8 +42,10 @@ def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.M
 
 def compile_to_file(graph: Graph, options: CompileOptions | None, path: str | Path) -> None:
     """`compile_model` then `save_model`, the same bytes, without ever copying the weights into
-    protobuf (`model_file`): what the CLI does."""
-    save_model(_compiled(graph, options, detach=True), path)
+    protobuf (`model_file`): what the CLI does. `path` may be none of the files the graph was read
+    from (`graph.sources`), which is checked before compiling."""
+    check_output(Path(path), graph.sources)
+    save_model(_compiled(graph, options, detach=True), path, graph.sources)
 
 
 def _compiled(graph: Graph, options: CompileOptions | None, detach: bool) -> DetachedModel:
@@ -94,55 +95,16 @@ def _within_protobuf_limit() -> Iterator[None]:
 _TOO_LARGE = "the model is larger than an .onnx file can be (2 GiB); compile fewer or smaller layers"
 
 
-def _file_mode(target: Path) -> int:
-    """The existing file's mode, else what the umask gives a new file."""
-    try:
-        return target.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def save_model(model: onnx.ModelProto | DetachedModel, path: str | Path) -> None:
-    """Write atomically: a hidden temporary file beside the target, flushed and fsynced, then
-    renamed over it. A failure or an interrupt leaves the previous file intact and removes the
-    temporary; one left by a killed process is removed by the next save to the same path."""
-    target = Path(path)
+def save_model(
+    model: onnx.ModelProto | DetachedModel, path: str | Path, inputs: Iterable[str | Path] = ()
+) -> None:
+    """Write atomically (`output_file`): a hidden temporary file beside the target, fsynced, then
+    renamed over it; a failure or an interrupt leaves the previous file intact. `path` may be none
+    of `inputs` (the files the model was made from), nor anything but a regular file."""
     with _within_protobuf_limit():
         chunks = list(file_chunks(model)) if isinstance(model, DetachedModel) else [model.SerializeToString()]
     if sum(len(chunk) for chunk in chunks) >= 2**31:  # protobuf's own limit, which detached weights skip
         raise CompileError(_TOO_LARGE)
-    mode = _file_mode(target)
-    _remove_stale_temporaries(target)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _remove_stale_temporaries(target: Path) -> None:
-    """Temporaries of `target` whose writing process no longer exists (it was killed)."""
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        pid = stale.name[len(target.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            stale.unlink(missing_ok=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    with atomic_output(Path(path), [Path(source) for source in inputs]) as handle:
+        for chunk in chunks:
+            handle.write(chunk)

@@ -84,6 +84,11 @@ class CompileError(DeconvError):
     """The input is valid but cannot be lowered with the chosen options (e.g. opset too old)."""
 
 
+class OutputFileError(DeconvError):
+    """An output cannot be written where asked, or may not be: the path is an input, a directory,
+    a link or a device, its folder is missing or read-only, its name too long (`output_file`)."""
+
+
 class InternalError(Exception):
     """A bug of ours: a failed postcondition or an unexpected state. Not the user's fault."""
 

@@ -9,6 +9,7 @@ Nothing here imports onnx.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -45,17 +46,24 @@ def load_model(
     weights: str | Path | None = None,
     max_weight_bytes: int = MAX_WEIGHT_BYTES,
     kind: FileKind | None = None,
+    weights_root: str | Path | None = None,
 ) -> Graph:
     """A spec or a saved Keras model (config JSON + `weights` included) as the compiler's IR;
     raises `SpecError` or `KerasModelError` listing every problem. `kind`: what `file_kind`
-    already said of the file, so it is not read twice."""
+    already said of the file, so it is not read twice. `weights_root`: the folder a spec's
+    `weights:` files must lie inside (default: the spec's folder; see `spec.load_spec`). The
+    graph's `sources` are the files read (`path`, `weights`, a spec's `.npz` files): an output
+    may replace none of them."""
     path = Path(path)
     if kind is None:
         kind = file_kind(path, None if weights is None else Path(weights))
     if kind == "keras":
         from deconv_compiler.keras_model import load_keras_model
 
-        return load_keras_model(path, weights, max_weight_bytes)
-    from deconv_compiler.spec import load_spec, spec_graph
+        graph = load_keras_model(path, weights, max_weight_bytes)
+    else:
+        from deconv_compiler.spec import load_spec, spec_graph
 
-    return spec_graph(load_spec(path, max_weight_bytes))
+        graph = spec_graph(load_spec(path, max_weight_bytes, weights_root))
+    given = (path,) if weights is None else (path, Path(weights))
+    return replace(graph, sources=(*given, *graph.sources))  # what an output may not replace

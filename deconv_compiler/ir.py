@@ -25,6 +25,8 @@ import numpy as np
 from deconv_compiler.dtypes import compute_dtype, io_dtype
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from deconv_compiler.conv_layer import ConvTransposeLayer
     from deconv_compiler.weights import InitializerWeights, LayerWeights
 
@@ -302,6 +304,14 @@ class Node:
     inputs: tuple[str, ...]
     output: Value
     policy: str = "float32"  # dtype policy: a dtype, or mixed_float16
+    # The layer object called (its weight path): the calls of a shared layer, and of the layers of
+    # a nested model called twice (`block/conv`, `block:1/conv`), share it and so their weights.
+    layer: str = ""
+
+    @property
+    def weights_of(self) -> str:
+        """Whose weights this node uses: its layer object's, else its own name's."""
+        return self.layer or self.name
 
     @property
     def dtype(self) -> str:
@@ -349,6 +359,7 @@ class Graph:
     origin: SpecOrigin | KerasOrigin
     strategy: str = "auto"  # the model-wide lowering strategy (a spec's `strategy:`)
     seed: int = 0  # seeds the weights that initializers make (a spec's `seed:`)
+    sources: tuple[Path, ...] = ()  # the files it was read from: an output may replace none of them
 
     @cached_property
     def values(self) -> Mapping[str, Value]:

@@ -68,7 +68,7 @@ def test_billion_laughs_is_refused_quickly_in_bounded_memory(tmp_path: Path) -> 
         "<spec>: refused: YAML aliases expand this document to 2,345,679,021 values "
         "from 30 written ones (an alias bomb?)"
     ]
-    assert elapsed < 1.0 and peak < 20 * 2**20
+    assert elapsed < 10.0 and peak < 20 * 2**20  # a sanity bound: expanding it would take hours
 
 
 def test_a_few_honest_aliases_are_fine(tmp_path: Path) -> None:
@@ -185,7 +185,13 @@ def _deconvc(*args: str | Path) -> list[str]:
     return [sys.executable, "-c", "from deconv_compiler.cli.main import main; main()", *map(str, args)]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def _temporaries(folder: Path, pid: int) -> list[Path]:
+    return list(folder.glob(f".model.onnx.{pid}.*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=["SIGTERM", "SIGHUP", "SIGKILL"]
+)
 def test_a_killed_compile_leaves_the_previous_file_intact(tmp_path: Path, sig: signal.Signals) -> None:
     spec = _write(tmp_path / "big.yaml", BIG_SPEC)
     out = tmp_path / "model.onnx"
@@ -194,18 +200,29 @@ def test_a_killed_compile_leaves_the_previous_file_intact(tmp_path: Path, sig: s
     process = subprocess.Popen(
         _deconvc("compile", spec, "-o", out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    temporary = tmp_path / f".model.onnx.{process.pid}.tmp"
     deadline = time.monotonic() + 60
-    while not temporary.exists() and process.poll() is None and time.monotonic() < deadline:
+    # the run first makes and removes an empty temporary (can the folder take files?); the real
+    # one is being written once it has bytes
+    while process.poll() is None and time.monotonic() < deadline:
+        if any(_size(path) for path in _temporaries(tmp_path, process.pid)):
+            break
         time.sleep(0.001)
     process.send_signal(sig)  # mid-write when the temporary was seen (else the run had ended)
     process.wait(timeout=60)
     after = out.read_bytes()
     assert after == previous or onnx.load_from_string(after).graph.initializer[0].dims == [1024, 512, 10, 10]
-    if sig == signal.SIGTERM:
-        assert not temporary.exists()  # the handler unwinds: the temporary is removed at once
+    if sig != signal.SIGKILL:
+        assert process.returncode in (0, 128 + sig)
+        assert not _temporaries(tmp_path, process.pid)  # the handler unwinds: removed at once
     dc.save_model(compile_spec(dc.load_spec(SEED_EXAMPLE)), out)  # the next save clears leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml", "model.onnx"]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed or removed meanwhile
+        return 0
 
 
 def test_a_failed_compile_leaves_the_previous_file_intact(tmp_path: Path) -> None:
