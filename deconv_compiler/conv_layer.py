@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -34,7 +33,7 @@ from deconv_compiler.keras_objects import (
     parse_keras_object,
 )
 from deconv_compiler.limits import MAX_SIZE, MAX_WEIGHT_BYTES
-from deconv_compiler.weights import LayerWeights, load_layer_weights
+from deconv_compiler.weights import LayerWeights, WeightsFolder, load_layer_weights
 
 # --- the validated, frozen result ---------------------------------------------------------------
 
@@ -137,13 +136,13 @@ def parse_conv_layer(
     problems: Problems,
     *,
     counts: dict[int, int],
-    base_dir: Path | None = None,
+    weights_folder: WeightsFolder | None = None,
     max_weight_bytes: int = MAX_WEIGHT_BYTES,
 ) -> ConvTransposeLayer | None:
     """Validate one transposed-convolution layer's Keras arguments (keys already clean) against
     the shape it is called on (`input_shape`, reported at `input_path`); None when a problem was
     reported. `counts` numbers unnamed layers per rank as Keras does (conv2d_transpose_1...);
-    `weights:` paths resolve from `base_dir`."""
+    `weights:` paths are read inside `weights_folder` (None: only inline weights)."""
     before = len(problems.found)
     if "groups" in data:
         problems.add((*path, "groups"), "Keras 3 transposed convolutions have no `groups` argument")
@@ -247,9 +246,10 @@ def parse_conv_layer(
             args.weights,
             kernel_shape,
             args.use_bias,
-            base_dir,
+            weights_folder,
             (*path, "weights"),
             problems.add,
+            max_weight_bytes,
         )
         if weights is not None:
             compute = compute_dtype(dtype)

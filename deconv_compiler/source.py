@@ -54,7 +54,8 @@ class SpecSource:
 
 
 def source_from_mapping(data: Mapping[str, Any], base_dir: Path | None = None) -> SpecSource:
-    """Wrap an in-memory mapping (the Python API); relative weight paths resolve from `base_dir`."""
+    """Wrap an in-memory mapping (the Python API); relative weight paths resolve from `base_dir`
+    (None: from the weights root, see `weights.WeightsFolder`)."""
     return SpecSource(data=data, file=None, base_dir=base_dir)
 
 

@@ -29,9 +29,9 @@ from deconv_compiler.conv_layer import (
 )
 from deconv_compiler.errors import FieldPath, SpecError, format_path, shown
 from deconv_compiler.ir import ConvTransposeOp, Graph, Node, Output, SpecOrigin, Value
-from deconv_compiler.limits import MAX_WEIGHT_BYTES
+from deconv_compiler.limits import MAX_LAYERS, MAX_WEIGHT_BYTES
 from deconv_compiler.source import SpecSource, read_spec_file, source_from_mapping
-from deconv_compiler.weights import InitializerWeights
+from deconv_compiler.weights import InitializerWeights, WeightsFolder
 
 # --- the validated, frozen result ---------------------------------------------------------------
 
@@ -81,32 +81,39 @@ class ModelSpec:
 
 @dataclass
 class _SpecProblems(Problems):
-    base_dir: Path | None = None  # where `weights:` paths resolve from
+    weights_folder: WeightsFolder | None = None  # where `weights:` paths are read
     max_weight_bytes: int = MAX_WEIGHT_BYTES
 
 
 def load_spec(
-    spec: str | Path | Mapping[str, Any] | SpecSource, max_weight_bytes: int = MAX_WEIGHT_BYTES
+    spec: str | Path | Mapping[str, Any] | SpecSource,
+    max_weight_bytes: int = MAX_WEIGHT_BYTES,
+    weights_root: str | Path | None = None,
 ) -> ModelSpec:
     """Read (if a path) and validate a spec; raise `SpecError` with every problem found.
 
     Layers whose weights would take more than `max_weight_bytes` are refused before anything
-    is allocated.
+    is allocated. `weights:` paths are relative to the spec file's folder and must lie inside
+    `weights_root` (default: that folder); a mapping has no folder, so its paths are relative to
+    `weights_root` (default: the current directory). See `weights.WeightsFolder`.
     """
     if isinstance(spec, SpecSource):
         source = spec
     elif isinstance(spec, (str, Path)):
         source = read_spec_file(spec)
     elif isinstance(spec, Mapping):
-        source = source_from_mapping(spec, base_dir=Path.cwd())
+        source = source_from_mapping(spec)
     else:
         raise TypeError(f"load_spec takes a path or a mapping, got {type(spec).__name__}")
-    return parse_spec(source, max_weight_bytes)
+    return parse_spec(source, max_weight_bytes, weights_root)
 
 
-def parse_spec(source: SpecSource, max_weight_bytes: int = MAX_WEIGHT_BYTES) -> ModelSpec:
-    """Validate spec data (either form) into a `ModelSpec`."""
-    problems = _SpecProblems(source.problem, base_dir=source.base_dir, max_weight_bytes=max_weight_bytes)
+def parse_spec(
+    source: SpecSource, max_weight_bytes: int = MAX_WEIGHT_BYTES, weights_root: str | Path | None = None
+) -> ModelSpec:
+    """Validate spec data (either form) into a `ModelSpec`; `weights_root` as in `load_spec`."""
+    folder = WeightsFolder.of(source.base_dir, weights_root)
+    problems = _SpecProblems(source.problem, weights_folder=folder, max_weight_bytes=max_weight_bytes)
     data = source.data
     if not isinstance(data, Mapping):
         problems.add((), f"a spec must be a mapping (a layer, or a model with `layers`), got {kind_of(data)}")
@@ -151,6 +158,9 @@ def _parse_model(data: Mapping[str, Any], problems: _SpecProblems) -> ModelSpec 
     if not isinstance(raw_layers, (list, tuple)):
         if args is not None:  # pydantic's lax mode took a set or a generator
             problems.add(("layers",), f"must be a list of layers, got {kind_of(raw_layers)}")
+        return None
+    if len(raw_layers) > MAX_LAYERS:  # checked before any is parsed: each costs a validation
+        problems.add(("layers",), f"has {len(raw_layers):,} layers; the limit is {MAX_LAYERS:,}")
         return None
     layer_items: list[tuple[Any, FieldPath]] = [(layer, ("layers", i)) for i, layer in enumerate(raw_layers)]
     described: _InputDescription | None = None
@@ -239,7 +249,7 @@ def _parse_layers(
             shape_path,
             problems,
             counts=counts,
-            base_dir=problems.base_dir,
+            weights_folder=problems.weights_folder,
             max_weight_bytes=problems.max_weight_bytes,
         )
         if layer is None:
@@ -299,4 +309,5 @@ def spec_graph(spec: ModelSpec) -> Graph:
         origin=SpecOrigin(spec.keras_config()),
         strategy=spec.strategy,
         seed=spec.seed,
+        sources=tuple(layer.weights.file for layer in spec.layers if layer.weights and layer.weights.file),
     )

@@ -1,6 +1,10 @@
 """Layer weights: loaded from the spec (an `.npz` path or an inline `[kernel, bias]` list) and
 checked against the layer, or made by the layer's Keras initializers.
 
+A spec comes from anyone, so its `.npz` path is read only inside one folder (`WeightsFolder`: the
+spec's own unless the caller names another), through `array_file`: each array's header is checked
+against the layer before its data is read, and nothing is ever unpickled.
+
 Kernels are kept in Keras' layout, `kernel_size + (filters, in_channels)`; the lowering plan
 transposes them for ONNX. Initializers follow Keras' definitions (fans as Keras computes them,
 truncation at two standard deviations), but Keras' random streams depend on its backend, so
@@ -10,7 +14,7 @@ values are reproducible for a given seed here, not equal to Keras' draws.
 from __future__ import annotations
 
 import math
-import zipfile
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from deconv_compiler.errors import FieldPath, shown
+from deconv_compiler.array_file import ArrayFileError, ArrayFileMissing, open_array_file
+from deconv_compiler.errors import CompileError, FieldPath, shown
 from deconv_compiler.keras_objects import KerasObject
+from deconv_compiler.limits import MAX_ORTHOGONAL_WORK, MAX_WEIGHT_BYTES
 
 Report = Callable[[FieldPath, str], None]
 
@@ -32,27 +38,82 @@ class LayerWeights:
     kernel: np.ndarray
     bias: np.ndarray | None
     origin: str
+    file: Path | None = None  # the .npz read, resolved: an output may never replace it
+
+
+@dataclass(frozen=True)
+class WeightsFolder:
+    """Where a spec's `weights:` paths are read. `base`: the folder they are relative to (the spec
+    file's; a spec given as a mapping has none, so its paths are relative to `root`). `root`: the
+    folder they must stay inside, symbolic links followed (default: the spec file's folder, or the
+    current directory for a mapping; `--weights-root DIR` / `weights_root=` choose another, such as
+    a parent folder for `../shared/w.npz`). Both are real paths (links resolved)."""
+
+    base: Path
+    root: Path
+
+    @classmethod
+    def of(cls, spec_folder: Path | None, root: str | Path | None = None) -> WeightsFolder:
+        """The folders for a spec file in `spec_folder` (None: a mapping) and an explicit `root`."""
+        chosen = root if root is not None else spec_folder if spec_folder is not None else Path.cwd()
+        real_root = Path(os.path.realpath(chosen))
+        return cls(Path(os.path.realpath(spec_folder)) if spec_folder is not None else real_root, real_root)
+
+    def resolve(self, value: str) -> Path:
+        """The real path of `value` (`base` / value, links resolved), refused with a `WeightsPathError`
+        when it is empty, absolute or leads outside `root`: judged on the text first, so nothing
+        outside `root` is ever looked at, then with symbolic links followed. The messages are the
+        same whether or not something exists outside."""
+        if not value or "\x00" in value:
+            raise WeightsPathError(f"weights path {shown(value)} is not a file name")
+        if os.path.isabs(value):
+            raise WeightsPathError(
+                f"weights path {shown(value)} is absolute; write it relative to the spec's folder "
+                f"(weights are read inside {self.root}; --weights-root / weights_root= chooses that folder)"
+            )
+        joined = Path(os.path.normpath(self.base / value))
+        if not joined.is_relative_to(self.root):
+            raise WeightsPathError(
+                f"weights path {shown(value)} leads outside {self.root}, the folder weights are read "
+                "from (--weights-root / weights_root= chooses that folder)"
+            )
+        real = Path(os.path.realpath(joined))
+        if not real.is_relative_to(self.root):
+            raise WeightsPathError(
+                f"weights path {shown(value)} leads outside {self.root}, the folder weights are read "
+                "from, through a symbolic link"
+            )
+        return real
+
+
+class WeightsPathError(ValueError):
+    """A `weights:` path that may not be read; the message says why."""
 
 
 def load_layer_weights(
     value: Any,
     kernel_shape: tuple[int, ...],
     use_bias: bool,
-    base_dir: Path | None,
+    folder: WeightsFolder | None,
     path: FieldPath,
     report: Report,
+    max_bytes: int = MAX_WEIGHT_BYTES,
 ) -> LayerWeights | None:
-    """Read `weights:` (npz path or `[kernel, bias]`) and check it against the layer."""
+    """Read `weights:` (an .npz path inside `folder`, or `[kernel, bias]`) and check it against the
+    layer; no array in the file may hold more than `max_bytes`. `folder` None: paths are refused
+    (only specs name weight files)."""
+    file = None
     if isinstance(value, str):
-        arrays = _read_npz(
-            value, base_dir, path, report, {"kernel": kernel_shape, "bias": (kernel_shape[-2],)}
+        found = _read_npz(
+            value, folder, max_bytes, path, report, {"kernel": kernel_shape, "bias": (kernel_shape[-2],)}
         )
-        if arrays is None:
+        if found is None:
             return None
+        arrays, names, file = found
         kernel, bias, origin = arrays.get("kernel"), arrays.get("bias"), value
         if kernel is None:
-            found = ", ".join(str(name) for name in arrays[""]) or "none"
-            report(path, f"{shown(value)} has no array named 'kernel' (found: {found})")
+            listed = ", ".join(sorted(names)) or "none"
+            report(path, f"{shown(value)} has no array named 'kernel' (found: {listed})")
             return None
         kernel_path, bias_path = path, path
     elif isinstance(value, (list, tuple)):
@@ -86,87 +147,53 @@ def load_layer_weights(
         ok = _check_shape("bias", bias, (filters,), bias_path, report) and ok
     if not ok:
         return None
-    return LayerWeights(kernel=kernel, bias=bias, origin=origin)
+    return LayerWeights(kernel=kernel, bias=bias, origin=origin, file=file)
 
 
 def _read_npz(
     value: str,
-    base_dir: Path | None,
+    folder: WeightsFolder | None,
+    max_bytes: int,
     path: FieldPath,
     report: Report,
     expected: Mapping[str, tuple[int, ...]],
-) -> dict[str, np.ndarray] | None:
-    """The `expected` arrays of an .npz (plus the names of all members, under ""), each member's
-    header checked before its data is read: a forged header cannot make us allocate."""
-    resolved = (base_dir or Path.cwd()) / value
+) -> tuple[dict[str, np.ndarray], tuple[str, ...], Path] | None:
+    """The `expected` arrays of the .npz `value` names (each read only once its header matches the
+    expected shape), the names of all its arrays, and its real path."""
+    if folder is None:
+        report(path, "a weights file can only be named in a spec")
+        return None
     try:
-        if resolved.exists() and not resolved.is_dir() and not resolved.is_file():
-            report(path, f"weights path {shown(value)} is not a regular file (resolved to {resolved})")
-            return None  # a FIFO or a device would block or never end
-        with open(resolved, "rb") as handle:  # ours to close, whatever numpy raises
-            if handle.read(6) == b"\x93NUMPY":
+        file = folder.resolve(value)
+    except WeightsPathError as exc:
+        report(path, str(exc))
+        return None
+    try:
+        with open_array_file(file, shown(value), max_bytes, follow_symlinks=False) as archive:
+            if archive.kind == "npy":
                 report(path, f"{shown(value)} is a single .npy array; give an .npz with 'kernel' and 'bias'")
                 return None
-            handle.seek(0)
-            with zipfile.ZipFile(handle) as archive:
-                members = {name.removesuffix(".npy"): name for name in archive.namelist()}
-                arrays: dict[str, np.ndarray] = {}
-                for name, shape in expected.items():
-                    if name in members:
-                        array = _read_member(archive, members[name], name, shape, value, path, report)
-                        if array is None:
-                            return None
-                        arrays[name] = array
-                arrays[""] = np.array(sorted(members))
-                return arrays
-    except FileNotFoundError:
-        report(path, f"weights file {shown(value)} not found (looked at {resolved})")
-    except IsADirectoryError:
-        report(path, f"weights path {shown(value)} is a directory (resolved to {resolved})")
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
-        reason = "not an .npz archive" if isinstance(exc, zipfile.BadZipFile) else pickle_refusal(exc)
-        report(path, f"cannot read weights file {shown(value)}: {reason} (resolved to {resolved})")
+            arrays: dict[str, np.ndarray] = {}
+            for name, shape in expected.items():
+                if name in archive.names:
+                    header = archive.header(name)
+                    if header.shape != shape:
+                        _check_shape(name, np.empty((0,)), shape, path, report, received=header.shape)
+                        return None
+                    arrays[name] = _floating(archive.read(name, header))
+            return arrays, archive.names, file
+    except ArrayFileMissing:
+        report(path, f"weights file {shown(value)} not found (looked at {file})")
+    except ArrayFileError as exc:
+        report(path, f"cannot read weights file {exc}")
+    except MemoryError:
+        report(path, f"cannot read weights file {shown(value)}: not enough memory")
     return None
 
 
-def _read_member(
-    archive: zipfile.ZipFile,
-    member: str,
-    name: str,
-    shape: tuple[int, ...],
-    value: str,
-    path: FieldPath,
-    report: Report,
-) -> np.ndarray | None:
-    with archive.open(member) as stream:
-        version = np.lib.format.read_magic(stream)
-        read_header = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        )
-        header_shape, _, dtype = read_header(stream)
-    if dtype.hasobject:
-        report(
-            path, f"{shown(value)}: {name}: {pickle_refusal(ValueError('Object arrays cannot be loaded'))}"
-        )
-        return None
-    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
-        report(path, f"{shown(value)}: {name} is an array of {dtype} where numbers were expected")
-        return None
-    if tuple(header_shape) != shape:
-        _check_shape(name, np.empty((0,)), shape, path, report, received=tuple(header_shape))
-        return None
-    with archive.open(member) as stream:
-        return np.asarray(np.lib.format.read_array(stream, allow_pickle=False), dtype=np.float64)
-
-
-def pickle_refusal(exc: Exception) -> str:
-    """numpy's errors under allow_pickle=False, said plainly (we never unpickle user files)."""
-    text = str(exc)
-    if "Object arrays cannot be loaded" in text:
-        return "it holds pickled Python objects, which are refused (allow_pickle=False); save numbers only"
-    if "pickle" in text:  # numpy's fallback for anything that is not .npy/.npz
-        return "not a .npy/.npz file"
-    return text
+def _floating(array: np.ndarray) -> np.ndarray:
+    """Floating-point weights as they are (a float32 kernel is not doubled), integers as float64."""
+    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
 
 
 def _as_array(value: Any, path: FieldPath, report: Report) -> np.ndarray | None:
@@ -180,7 +207,7 @@ def _as_array(value: Any, path: FieldPath, report: Report) -> np.ndarray | None:
     ):
         report(path, f"must hold numbers, got an array of {array.dtype}")
         return None
-    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
+    return _floating(array)
 
 
 def _check_shape(
@@ -205,8 +232,8 @@ def _check_shape(
                 hint = " = kernel_size + (filters, in_channels)"
         report(path, f"{name} has shape {shape}, expected {expected}{hint}")
         return False
-    if np.isfinite(array).all():
-        return True
+    if not array.size or (np.isfinite(array.min()) and np.isfinite(array.max())):
+        return True  # NaN propagates through min and max: no temporary array as large as the weights
     bad = int(np.count_nonzero(~np.isfinite(array)))
     if bad:
         report(path, f"{name} holds {bad} NaN or infinite value(s)")
@@ -315,8 +342,16 @@ def _truncated_standard_normal(rng: np.random.Generator, shape: tuple[int, ...])
 
 
 def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...], gain: float) -> np.ndarray:
-    """Keras' Orthogonal: QR of a normal matrix of shape (prod(shape[:-1]), shape[-1])."""
+    """Keras' Orthogonal: QR of a normal matrix of shape (prod(shape[:-1]), shape[-1]); one whose
+    QR would cost more than MAX_ORTHOGONAL_WORK is refused before any work."""
     rows, cols = math.prod(shape[:-1]), shape[-1]
+    work = max(rows, cols) * min(rows, cols) ** 2
+    if work > MAX_ORTHOGONAL_WORK:
+        raise CompileError(
+            f"the Orthogonal initializer of a {rows} x {cols} kernel matrix (shape {shape}) would take "
+            f"{work:,} steps of QR factorization; the limit is {MAX_ORTHOGONAL_WORK:,} (a 2048 x 2048 "
+            "matrix): give the weights, or choose another initializer"
+        )
     matrix = rng.standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(matrix)
     q *= np.sign(np.diag(r))

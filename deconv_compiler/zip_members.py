@@ -1,10 +1,10 @@
 """Members of a zip archive (`.keras`, `.npz`) read from a stranger's file, within limits.
 
 Before a byte is decompressed, a member is refused when it is encrypted, uses a compression method
-Python cannot read (deflate64, ...), or declares more bytes than allowed. zipfile never returns
-more than a member's declared size and checks its CRC at the end, so a member that lies about its
-size (a decompression bomb) is cut at the declared size and then refused as corrupt. Every refusal
-is a `ZipMemberError` whose message names the member; the readers add the file.
+other than stored or deflate (deflate64, bzip2, ...), or declares more bytes than allowed. zipfile
+never returns more than a member's declared size and checks its CRC at the end, so a member that
+lies about its size (a decompression bomb) is cut at the declared size and then refused as corrupt.
+Every refusal is a `ZipMemberError` whose message names the member; the readers add the file.
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ import shutil
 import zipfile
 from typing import IO
 
-# What Python's zipfile decompresses; deflate64 (9), implode (6), PPMd (98), ... are not.
-READABLE_METHODS = {
-    zipfile.ZIP_STORED: "stored",
-    zipfile.ZIP_DEFLATED: "deflate",
-    zipfile.ZIP_BZIP2: "bzip2",
-    zipfile.ZIP_LZMA: "lzma",
-}
+# What Keras and numpy write. zipfile also reads bzip2 and lzma, but decompresses each 4 KiB of their
+# input in one unbounded call (a 400-byte bzip2 member took 1.1 GB before it could be refused), so
+# they are refused like deflate64 (9), implode (6) or PPMd (98), which it cannot read at all.
+READABLE_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 _ENCRYPTED = 0x1  # general purpose flag bit 0
 CHUNK = 2**20
 
@@ -66,7 +63,7 @@ def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
         raise
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise ZipMemberError(f"{name} is corrupt ({exc})") from None
-    except Exception as exc:  # zlib.error, lzma.LZMAError, bz2's OSError/ValueError: corrupt data
+    except Exception as exc:  # zlib.error: corrupt compressed data
         raise ZipMemberError(f"{name} is corrupt ({type(exc).__name__}: {exc})") from None
 
 
@@ -79,7 +76,7 @@ def copy_member(archive: zipfile.ZipFile, name: str, limit: int, target: IO[byte
         raise
     except (zipfile.BadZipFile, EOFError) as exc:
         raise ZipMemberError(f"{name} is corrupt ({exc})") from None
-    except Exception as exc:  # zlib.error, lzma.LZMAError, bz2's errors: corrupt compressed data
+    except Exception as exc:  # zlib.error: corrupt compressed data
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # the target's disk is full or gone: not the archive's fault
         raise ZipMemberError(f"{name} is corrupt ({type(exc).__name__}: {exc})") from None
