@@ -8,34 +8,50 @@ Reads, without Keras or TensorFlow and without running anything from the file:
 - one layer's `get_config()` JSON with an `.npz` holding `kernel` and `bias`.
 The format is told from the content, never from the name. In a Keras 3 weights file, layers are
 keyed by class and occurrence (`layers/conv2d_transpose_1/vars/0`), not by the user's names;
-they are mapped back through the config's layer order. Sizes are checked before data is read;
-external links and virtual datasets are refused (they would read other files).
+they are mapped back through the config's layer order.
+
+Strangers' files: every HDF5 file is read by `hdf5_file` (a worker process with a time limit;
+only data physically inside the file; nothing outside it is opened). Weight names are resolved
+only inside their layer's group (an absolute name is refused); every dataset to be read is
+located, its dtype checked and the declared bytes of all of them summed against the limit before
+any is read, each then streamed into one array. Zip members go through `zip_members`, the
+weights member copied to an unlinked temporary file, never held in memory. Inputs must be regular
+files (a FIFO would block).
 """
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import re
+import stat
+import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from deconv_compiler.array_file import ArrayFileError, open_array_file
 from deconv_compiler.errors import KerasModelError, Problem, shown
+from deconv_compiler.hdf5_file import Attribute, Dataset, Group, HDF5Error, HDF5Reader, Layout, Unreadable
 from deconv_compiler.keras_ops import is_op_entry
 from deconv_compiler.limits import MAX_WEIGHT_BYTES
-from deconv_compiler.weights import pickle_refusal
-
-if TYPE_CHECKING:
-    import h5py
+from deconv_compiler.zip_members import ZipMemberError, copy_member, member_info, read_member
 
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MAX_CONFIG_BYTES = 64 * 2**20
+# A real config has one `[`, `{` or `,` per ~16 bytes (a 64 MiB one about 4 million): a text of
+# nothing but tiny containers, which Python holds in ~26x its size, is refused before parsing.
+MAX_CONFIG_VALUES = 8_000_000
+MAX_METADATA_BYTES = 2**20
+# The attributes read from an HDF5 file's groups: the model's config and Keras version, the
+# layer and weight names of Keras 2 / tf.keras files.
+H5_ATTRIBUTES = frozenset({"model_config", "keras_version", "layer_names", "weight_names"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +70,7 @@ class _Refusal(Exception):
 def is_saved_model(path: str | Path) -> bool:
     """A .keras archive, an HDF5 file, or JSON whose top level is a Keras `class_name` object."""
     try:
-        with open(path, "rb") as handle:
+        with _open_regular(path) as handle:
             head = handle.read(8)
             if head.startswith(ZIP_MAGIC) or head.startswith(HDF5_MAGIC):
                 return True
@@ -62,8 +78,10 @@ def is_saved_model(path: str | Path) -> bool:
                 return False
             handle.seek(0)
             text = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError:
+    except (OSError, _Refusal):
         return False
+    if _json_values(text) > MAX_CONFIG_VALUES:
+        return b'"class_name"' in text  # read_saved_model says why it is refused
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
@@ -90,13 +108,30 @@ def read_saved_model(
 
 
 def _head(path: Path) -> bytes:
+    with _open_regular(path) as handle:
+        return _read_bounded(handle, 7, "")
+
+
+def _open_regular(path: str | Path, what: str = "") -> Any:
+    """`path` opened for reading, refused unless it is a regular file: a FIFO or a device would
+    block or never end (opened without blocking, checked on the open descriptor). `what` names
+    the file in messages ("" when it is the file the problem is about)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as handle:
-            return handle.read(8)
+        fd = os.open(path, flags)
     except IsADirectoryError:
-        raise _Refusal("is a directory, not a saved model") from None
+        raise _Refusal(_located(what, "is a directory, not a saved model")) from None
     except OSError as exc:
-        raise _Refusal(f"cannot read: {exc.strerror}") from None
+        raise _Refusal(f"cannot read{' ' + what if what else ''}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "not a regular file (a pipe or a device)"
+        if stat.S_ISDIR(mode):
+            kind = "a directory, not a saved model"
+        raise _Refusal(_located(what, f"is {kind}"))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _no_weights_argument(weights: str | Path | None, kind: str) -> None:
@@ -109,41 +144,54 @@ def _no_weights_argument(weights: str | Path | None, kind: str) -> None:
 
 def _read_archive(path: Path, shown_path: str, max_weight_bytes: int) -> SavedModel:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
             names = set(archive.namelist())
             for member in ("config.json", "model.weights.h5"):
                 if member not in names:
                     raise _Refusal(f"is not a Keras model archive: it has no {member}")
+            member_info(archive, "model.weights.h5", max_weight_bytes + 2**24)  # refused before the rest
             config = _json_object(_member(archive, "config.json", MAX_CONFIG_BYTES), "config.json")
             version = None
             if "metadata.json" in names:
                 try:
-                    metadata = json.loads(_member(archive, "metadata.json", 2**20))
+                    metadata = json.loads(_member(archive, "metadata.json", MAX_METADATA_BYTES))
                     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
-                except ValueError:
-                    version = None
-            data = _member(archive, "model.weights.h5", max_weight_bytes + 2**24)
+                except (ValueError, RecursionError, _Refusal):
+                    version = None  # only informative
+            with tempfile.TemporaryFile() as weights_file:  # unlinked: nothing left behind
+                copy_member(archive, "model.weights.h5", max_weight_bytes + 2**24, weights_file)
+                weights_file.flush()
+                with _hdf5(weights_file.fileno(), "model.weights.h5 in the archive", max_weight_bytes) as h5:
+                    weights = _keras3_weights(h5, config, max_weight_bytes)
+    except ZipMemberError as exc:
+        raise _Refusal(f"{exc}") from None
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
         raise _Refusal(f"is not a readable .keras archive (corrupt or truncated zip: {exc})") from None
     except OSError as exc:
         raise _Refusal(f"cannot read the archive: {exc}") from None
-    with _open_h5(io.BytesIO(data), "model.weights.h5 in the archive") as h5:
-        weights = _keras3_weights(h5, config, max_weight_bytes, "model.weights.h5")
     return SavedModel(shown_path, "keras", config, weights, version if isinstance(version, str) else None)
 
 
 def _member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
-    info = archive.getinfo(name)
-    if info.file_size > limit:
-        raise _Refusal(f"{name} in the archive is {info.file_size:,} bytes; the limit is {limit:,}")
-    with archive.open(info) as handle:
-        data = handle.read(limit + 1)  # the declared size may lie: read no more than allowed
+    data = read_member(archive, name, limit)
     if len(data) > limit:
         raise _Refusal(f"{name} in the archive is larger than {limit:,} bytes")
     return data
 
 
+def _json_values(data: bytes | str) -> int:
+    """An upper bound on the containers and values a JSON text holds: its `[`, `{` and `,`."""
+    if isinstance(data, bytes):
+        return data.count(b"[") + data.count(b"{") + data.count(b",")
+    return data.count("[") + data.count("{") + data.count(",")
+
+
 def _json_object(data: bytes | str, where: str) -> dict[str, Any]:
+    """The JSON object in `data`, parsed once the number of values is known to be bounded:
+    Python takes up to ~26x the text's size for tiny containers (64 MiB of `{},` → 1.7 GB)."""
+    values = _json_values(data)
+    if values > MAX_CONFIG_VALUES:
+        raise _Refusal(f"{where} holds about {values:,} JSON values; the limit is {MAX_CONFIG_VALUES:,}")
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         value = json.loads(text)
@@ -189,26 +237,24 @@ def _layer_name(entry: Mapping[str, Any]) -> str | None:
 
 
 def _keras3_weights(
-    h5: h5py.File, config: Mapping[str, Any], max_weight_bytes: int, where: str
+    h5: _H5, config: Mapping[str, Any], max_weight_bytes: int
 ) -> dict[str, tuple[np.ndarray, ...]]:
     """`layers/<snake_case class>[_<n>]/vars/<i>`, numbered per class in the config's layer order
     (Keras' `_save_container_state`); a nested model's layers under its own key,
     `layers/sequential/layers/conv2d/vars/0`. Keyed by layer path (`block/conv2d`)."""
-    if h5.get("layers") is None:
+    if h5.layout.get("layers") is None:
         return {}
-    _check_h5_size(h5, max_weight_bytes, where)
-    weights: dict[str, tuple[np.ndarray, ...]] = {}
-    _keras3_container(h5, _config_layers(config), "layers", "", weights, where, depth=0)
-    return weights
+    wanted: dict[str, list[Dataset]] = {}
+    _keras3_container(h5, _config_layers(config), "layers", "", wanted, depth=0)
+    return h5.read_all(wanted, max_weight_bytes)
 
 
 def _keras3_container(
-    h5: h5py.File,
+    h5: _H5,
     entries: list[Mapping[str, Any]],
     group: str,
     prefix: str,
-    weights: dict[str, tuple[np.ndarray, ...]],
-    where: str,
+    wanted: dict[str, list[Dataset]],
     depth: int,
 ) -> None:
     if depth > MAX_NESTING:
@@ -227,74 +273,100 @@ def _keras3_container(
             used[key] = 0
         if _is_model(entry):
             _keras3_container(
-                h5,
-                _config_layers(entry),
-                f"{group}/{key}/layers",
-                f"{prefix}{name}/",
-                weights,
-                where,
-                depth + 1,
+                h5, _config_layers(entry), f"{group}/{key}/layers", f"{prefix}{name}/", wanted, depth + 1
             )
             continue
-        variables = h5.get(f"{group}/{key}/vars")
-        if variables is None or not len(variables):
+        variables = f"{group}/{key}/vars"
+        if h5.layout.get(variables) is None:
             continue
-        arrays = []
-        for index in range(len(variables)):
-            if str(index) not in variables:
-                raise _Refusal(f"{where}: {group}/{key}/vars has no variable {index}")
-            arrays.append(_dataset(variables, str(index), f"{where}: {group}/{key}/vars/{index}"))
-        weights[prefix + name] = tuple(arrays)
+        h5.group(variables)
+        count = len(h5.layout.children(variables))
+        datasets = []
+        for index in range(count):
+            if h5.layout.get(f"{variables}/{index}") is None:
+                raise _Refusal(h5.located(f"{variables} has no variable {index}"))
+            datasets.append(h5.dataset(f"{variables}/{index}"))
+        if datasets:
+            wanted[prefix + name] = datasets
 
 
 # --- legacy .h5 -------------------------------------------------------------------------------
 
 
 def _read_legacy_h5(path: Path, shown_path: str, max_weight_bytes: int) -> SavedModel:
-    with _open_h5(path, shown_path) as h5:
-        raw = h5.attrs.get("model_config")
+    with _open_regular(path) as handle, _hdf5(handle.fileno(), "", max_weight_bytes) as h5:
+        root = h5.group("")
+        raw = root.attrs.get("model_config")
         if raw is None:
             hint = " (a weights-only file: give the model's config JSON and pass this file as --weights)"
             raise _Refusal("has no model_config: it is not a full Keras model" + hint)
-        config = _json_object(_text(raw), "model_config")
-        version = h5.attrs.get("keras_version")
-        group = h5.get("model_weights")
-        weights = {} if group is None else _legacy_weights(group, config, max_weight_bytes, "model_weights")
-        return SavedModel(shown_path, "h5", config, weights, _text(version) if version is not None else None)
+        if not isinstance(raw, str):
+            raise _Refusal(f"model_config must be JSON text, got {_attribute_kind(raw)}")
+        config = _json_object(raw, "model_config")
+        version = root.attrs.get("keras_version")
+        weights = {}
+        if h5.layout.get("model_weights") is not None:
+            weights = _legacy_weights(h5, "model_weights", config, max_weight_bytes)
+        return SavedModel(shown_path, "h5", config, weights, version if isinstance(version, str) else None)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _text(value.item())
-    return str(value)
+def _attribute_kind(value: Attribute) -> str:
+    if isinstance(value, Unreadable):
+        return value.description
+    return f"a list of {len(value)} names" if isinstance(value, tuple) else "a single text"
+
+
+def _names(h5: _H5, group: Group, attribute: str) -> tuple[str, ...]:
+    """A list-of-names attribute (`layer_names`, `weight_names`); absent means none."""
+    value = group.attrs.get(attribute, ())
+    if not isinstance(value, tuple):
+        where = h5.located(f"{group.path or '/'}: attribute {attribute}")
+        raise _Refusal(f"{where} must be a list of names, got {_attribute_kind(value)}")
+    return value
 
 
 def _legacy_weights(
-    group: Any, config: Mapping[str, Any], max_weight_bytes: int, where: str
+    h5: _H5, group_path: str, config: Mapping[str, Any], max_weight_bytes: int
 ) -> dict[str, tuple[np.ndarray, ...]]:
-    """Per layer, the datasets named by its `weight_names` attribute, in that order. A nested
+    """Per layer, the datasets named by its `weight_names` attribute, in that order, each found
+    inside the layer's group (an absolute name would reach anywhere in the file). A nested
     model's group lists all its layers' weights, trainable ones first (Keras' `_legacy_weights`):
     they are dealt back to its layers by their variable counts (`_split_nested`)."""
-    _check_h5_size(group, max_weight_bytes, where)
-    names = group.attrs.get("layer_names")
+    group = h5.group(group_path)
     entries = {_layer_name(entry): entry for entry in _config_layers(config)}
+    wanted: dict[str, list[Dataset]] = {}
+    for layer in _names(h5, group, "layer_names"):
+        layer_path = _inside(h5, group_path, layer)
+        if h5.layout.get(layer_path) is None:
+            raise _Refusal(h5.located(f"{group_path or '/'} lists layer {layer!r} but has no group for it"))
+        layer_group = h5.group(layer_path)
+        weight_names = _names(h5, layer_group, "weight_names")
+        if weight_names:
+            wanted[layer] = [h5.dataset(_inside(h5, layer_path, name)) for name in weight_names]
+    arrays = h5.read_all(wanted, max_weight_bytes)
     weights: dict[str, tuple[np.ndarray, ...]] = {}
-    for layer in [] if names is None else [_text(n) for n in names]:
-        layer_group = group.get(layer)
-        if layer_group is None:
-            raise _Refusal(f"{where} lists layer {layer!r} but has no group for it")
-        weight_names = [_text(n) for n in layer_group.attrs.get("weight_names", [])]
-        if not weight_names:
-            continue
-        arrays = tuple(_dataset(layer_group, name, f"{where}/{layer}/{name}") for name in weight_names)
+    for layer, found in arrays.items():
         entry = entries.get(layer)
         if entry is not None and _is_model(entry):
-            weights.update(_split_nested(entry, arrays, f"{where}/{layer}"))
+            weights.update(_split_nested(entry, found, h5.located(f"{group_path}/{layer}")))
         else:
-            weights[layer] = arrays
+            weights[layer] = found
     return weights
+
+
+def _inside(h5: _H5, group_path: str, name: str) -> str:
+    """`name` as a path inside the group: relative names only (HDF5 has no `..`, but an absolute
+    name starts from the root, outside the Keras groups)."""
+    if name.startswith("/"):
+        where = h5.located(f"{group_path or '/'}")
+        raise _Refusal(
+            f"{where}: name {shown(name)} is an absolute path; weights are read only from inside "
+            "their layer's group"
+        )
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if not parts:
+        raise _Refusal(h5.located(f"{group_path or '/'}: name {shown(name)} names no object"))
+    return "/".join([group_path, *parts] if group_path else parts)
 
 
 def _split_nested(
@@ -363,10 +435,8 @@ def layer_variables(class_name: str, config: Mapping[str, Any]) -> tuple[int, in
 def _read_config_json(
     path: Path, shown_path: str, weights: str | Path | None, max_weight_bytes: int
 ) -> SavedModel:
-    try:
-        raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
-    except OSError as exc:
-        raise _Refusal(f"cannot read: {exc.strerror}") from None
+    with _open_regular(path) as handle:
+        raw = _read_bounded(handle, MAX_CONFIG_BYTES, "")
     if len(raw) > MAX_CONFIG_BYTES:
         raise _Refusal(f"is larger than {MAX_CONFIG_BYTES:,} bytes: not a Keras config")
     if raw.lstrip()[:1] != b"{":
@@ -378,123 +448,127 @@ def _read_config_json(
     version = version if isinstance(version, str) else None
     if weights is None:
         raise _Refusal("is a Keras config without weights: pass the weights file (--weights)")
-    weights_path = Path(weights)
-    head = _weights_head(weights_path)
-    if head.startswith(HDF5_MAGIC):
-        with _open_h5(weights_path, str(weights)) as h5:
-            if "layer_names" in h5.attrs:  # Keras 2 / tf.keras save_weights
-                arrays = _legacy_weights(h5, config, max_weight_bytes, str(weights))
-            else:
-                arrays = _keras3_weights(h5, config, max_weight_bytes, str(weights))
-    elif head.startswith(ZIP_MAGIC):
-        arrays = _npz_weights(weights_path, config, max_weight_bytes)
-    else:
-        raise _Refusal(f"weights file {weights} is neither HDF5 (.weights.h5) nor .npz")
-    return SavedModel(shown_path, "json", config, arrays, version)
+    with _open_regular(weights, f"weights file {weights}") as handle:
+        head = _read_bounded(handle, 7, f"weights file {weights}")
+        if head.startswith(HDF5_MAGIC):  # read on the descriptor checked above
+            with _hdf5(handle.fileno(), str(weights), max_weight_bytes) as h5:
+                if "layer_names" in h5.group("").attrs:  # Keras 2 / tf.keras save_weights
+                    arrays = _legacy_weights(h5, "", config, max_weight_bytes)
+                else:
+                    arrays = _keras3_weights(h5, config, max_weight_bytes)
+            return SavedModel(shown_path, "json", config, arrays, version)
+    if head.startswith(ZIP_MAGIC):
+        arrays = _npz_weights(Path(weights), config, max_weight_bytes)
+        return SavedModel(shown_path, "json", config, arrays, version)
+    raise _Refusal(f"weights file {weights} is neither HDF5 (.weights.h5) nor .npz")
 
 
-def _weights_head(path: Path) -> bytes:
+def _read_bounded(handle: Any, limit: int, what: str) -> bytes:
+    """At most `limit` + 1 bytes (one more tells that there are more)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(8)
+        data: bytes = handle.read(limit + 1)
     except OSError as exc:
-        raise _Refusal(f"cannot read weights file {path}: {exc.strerror}") from None
+        raise _Refusal(f"cannot read{' ' + what if what else ''}: {exc.strerror}") from None
+    return data
 
 
 def _npz_weights(
     path: Path, config: Mapping[str, Any], max_weight_bytes: int
 ) -> dict[str, tuple[np.ndarray, ...]]:
-    """One layer's kernel and bias from an .npz (never unpickled)."""
+    """One layer's kernel and bias from an .npz, through `array_file` (headers checked before any
+    data is read, never unpickled); together they may hold at most `max_weight_bytes`."""
     name = _layer_name(config) or "layer"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "kernel" not in archive.files:
-                found = ", ".join(archive.files) or "none"
+        with open_array_file(path, str(path), max_weight_bytes) as archive:
+            if archive.kind != "npz":
+                raise _Refusal(
+                    f"weights file {path} is a single .npy array; give an .npz with 'kernel' and 'bias'"
+                )
+            if "kernel" not in archive.names:
+                found = ", ".join(archive.names) or "none"
                 raise _Refusal(f"weights file {path} has no array named 'kernel' (found: {found})")
-            total = sum(
-                archive.zip.getinfo(f"{n}.npy").file_size
-                for n in archive.files
-                if f"{n}.npy" in archive.zip.namelist()
-            )
+            headers = {n: archive.header(n) for n in ("kernel", "bias") if n in archive.names}
+            total = sum(header.nbytes for header in headers.values())
             if total > max_weight_bytes:
                 raise _Refusal(
                     f"weights file {path} holds {total:,} bytes; the limit is {max_weight_bytes:,}"
                 )
-            arrays = [archive["kernel"]]
-            if "bias" in archive.files:
-                arrays.append(archive["bias"])
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _Refusal(f"cannot read weights file {path}: {pickle_refusal(exc)}") from None
-    for array in arrays:
-        _check_float(array, str(path))
-    return {name: tuple(arrays)}
+            arrays = tuple(archive.read(n, header) for n, header in headers.items())
+    except ArrayFileError as exc:
+        raise _Refusal(f"cannot read weights file {exc}") from None
+    return {name: arrays}
 
 
 # --- HDF5 ---------------------------------------------------------------------------------------
 
 
-class _open_h5:  # noqa: N801 - used like open()
-    """h5py.File for reading, with its errors turned into a refusal naming the file."""
-
-    def __init__(self, source: Path | io.BytesIO, where: str) -> None:
-        self.source, self.where = source, where
-
-    def __enter__(self) -> h5py.File:
-        import h5py  # only the commands that read Keras files pay for it
-
-        try:
-            self.file = h5py.File(self.source, "r")
-        except (OSError, ValueError) as exc:
-            raise _Refusal(f"{self.where} is not a readable HDF5 file ({exc})") from None
-        return self.file
-
-    def __exit__(self, *exc: object) -> None:
-        self.file.close()
+def _located(where: str, message: str) -> str:
+    if not where:
+        return message
+    return f"{where} {message}" if message.startswith("is ") else f"{where}: {message}"
 
 
-def _check_h5_size(group: Any, limit: int, where: str) -> None:
-    """Refuse external links, virtual datasets and too many bytes before reading any data."""
-    import h5py
+@dataclass(frozen=True)
+class _H5:
+    """An HDF5 file being read: its layout, and its datasets on request; `where` names the file
+    in messages ("" when it is the file the problem is about)."""
 
-    total = 0
-    problems: list[str] = []
+    reader: HDF5Reader
+    where: str
 
-    def visit(name: str, link: Any) -> None:
-        nonlocal total
-        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
-            problems.append(f"{where}: {name} is a link; links are not followed")
-            return
-        obj = group.get(name)
-        if isinstance(obj, h5py.Dataset):
-            if obj.is_virtual:
-                problems.append(f"{where}: {name} is a virtual dataset (it would read other files)")
-            elif obj.external:
-                problems.append(f"{where}: {name} stores its data in an external file")
-            total += int(obj.size) * obj.dtype.itemsize
+    @property
+    def layout(self) -> Layout:
+        return self.reader.layout
 
-    group.visititems_links(visit)
-    if problems:
-        raise _Refusal(problems[0])
-    if total > limit:
-        raise _Refusal(
-            f"{where} holds {total:,} bytes of weights; the limit is {limit:,} (--max-weight-size)"
-        )
+    def located(self, message: str) -> str:
+        return _located(self.where, message)
+
+    def group(self, path: str) -> Group:
+        obj = self.layout.get(path)
+        if not isinstance(obj, Group):
+            what = "is missing" if obj is None else "is a dataset, not a group"
+            raise _Refusal(self.located(f"{path or '/'} {what}"))
+        return obj
+
+    def dataset(self, path: str) -> Dataset:
+        obj = self.layout.get(path)
+        if not isinstance(obj, Dataset):
+            what = "is missing" if obj is None else "is a group, not a dataset"
+            raise _Refusal(self.located(f"{path} {what}"))
+        if not obj.numeric:
+            raise _Refusal(self.located(f"{path} holds {shown(obj.dtype)} values, not numbers"))
+        return obj
+
+    def read_all(
+        self, wanted: Mapping[str, list[Dataset]], max_weight_bytes: int
+    ) -> dict[str, tuple[np.ndarray, ...]]:
+        """Every wanted dataset, once the declared bytes of all of them fit the limit."""
+        datasets = [dataset for found in wanted.values() for dataset in found]
+        total = sum(dataset.nbytes for dataset in datasets)
+        if total > max_weight_bytes:
+            raise _Refusal(
+                self.located(
+                    f"the weights take {total:,} bytes (as declared); the limit is {max_weight_bytes:,} "
+                    "(--max-weight-size)"
+                )
+            )
+        for dataset in datasets:
+            if dataset.chunk_bytes > max_weight_bytes:
+                raise _Refusal(
+                    self.located(
+                        f"{dataset.path} is stored in chunks of {dataset.chunk_bytes:,} bytes; "
+                        f"the limit is {max_weight_bytes:,}"
+                    )
+                )
+        arrays = iter(self.reader.read(datasets))
+        return {name: tuple(next(arrays) for _ in found) for name, found in wanted.items()}
 
 
-def _dataset(group: Any, name: str, where: str) -> np.ndarray:
-    import h5py
-
-    obj = group.get(name)
-    if not isinstance(obj, h5py.Dataset):
-        raise _Refusal(f"{where} is missing")
+@contextmanager
+def _hdf5(fd: int, where: str, max_weight_bytes: int) -> Iterator[_H5]:
+    """The HDF5 file open on `fd`, read in a worker; its refusals and failures name `where`."""
     try:
-        array = np.asarray(obj[()])
-    except (OSError, ValueError, TypeError) as exc:
-        raise _Refusal(f"{where} cannot be read ({exc})") from None
-    _check_float(array, where)
-    return array
-
-
-def _check_float(array: np.ndarray, where: str) -> None:
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise _Refusal(f"{where} holds {shown(str(array.dtype))} values, not numbers")
+        with HDF5Reader(fd, H5_ATTRIBUTES, max_weight_bytes) as reader:
+            yield _H5(reader, where)
+    except HDF5Error as exc:
+        raise _Refusal(_located(where, str(exc))) from None
