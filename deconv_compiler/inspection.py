@@ -6,6 +6,14 @@ old IR versions, metadata) has a defined rendering. Reading a file either gives 
 has a graph and opsets, or raises `ModelFileError` with a one-line message; protobuf and OS
 errors never escape. Nothing is executed and external tensor data is never read, so inspecting
 is cheap and safe on untrusted files.
+
+External data: every tensor that can name a file (graph initializers, sparse initializers, tensors
+in node attributes, in the subgraphs of If/Loop/Scan at any depth, in model-local functions and in
+training graphs) must name a regular file inside the model's own folder: a relative path without
+`..`, with no symbolic link leading out of the folder. `load_onnx` refuses any other before any of
+them is opened, so a model given to `inspect`, `run` or `bench` cannot make onnxruntime read a file
+elsewhere. `run_inputs` says what a run must feed each graph input (a numeric tensor of a known
+rank, sizes >= 0), or why it cannot.
 """
 
 from __future__ import annotations
@@ -13,11 +21,13 @@ from __future__ import annotations
 import codecs
 import json
 import math
+import os
+import re
 import stat
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -27,7 +37,7 @@ import onnx
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
 from onnx import AttributeProto, TensorProto, helper
 
-from deconv_compiler.errors import DeconvError
+from deconv_compiler.errors import DeconvError, shown
 from deconv_compiler.metadata import SPEC, read_metadata
 
 Dim: TypeAlias = int | str | None  # a size, a symbolic name, or unknown
@@ -126,8 +136,9 @@ class ModelSummary:
 # --- reading -------------------------------------------------------------------------------------
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
-    """Parse a binary `.onnx` file without loading external data; `ModelFileError` otherwise."""
+def load_onnx(path: str | Path, external_data_needed: bool = False) -> onnx.ModelProto:
+    """Parse a binary `.onnx` file without loading external data; `ModelFileError` otherwise,
+    and for external data that does not lie in the model's folder (see `check_external_data`)."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -157,7 +168,31 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise ModelFileError(f"{path} is not a complete ONNX model: it has no graph (truncated file?)")
     if not model.opset_import:
         raise ModelFileError(f"{path} is not a complete ONNX model: it imports no opset (truncated file?)")
+    where = _non_utf8_string(model)
+    if where is not None:  # protobuf hands such a field over as bytes, which no text rendering expects
+        raise ModelFileError(f"{path} is not a valid ONNX model: {where} is not UTF-8 text")
+    check_external_data(model, path, external_data_needed)
     return model
+
+
+def _non_utf8_string(message: Any) -> str | None:
+    """The path of the first string field that is not UTF-8 (ONNX's strings are), or None."""
+    pending: list[tuple[Any, str]] = [(message, "")]
+    while pending:
+        current, where = pending.pop()
+        for field, value in current.ListFields():
+            repeated = (
+                field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+            )
+            values = list(value) if repeated else [value]
+            if field.type == field.TYPE_STRING:
+                for index, item in enumerate(values):
+                    if isinstance(item, bytes):
+                        return f"{where}{field.name}" + (f"[{index}]" if repeated else "")
+            elif field.type == field.TYPE_MESSAGE:
+                for index, item in enumerate(values):
+                    pending.append((item, f"{where}{field.name}" + (f"[{index}]." if repeated else ".")))
+    return None
 
 
 def _why_not(data: bytes) -> str:
@@ -174,6 +209,213 @@ def _looks_like_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return all(ch.isprintable() or ch in "\t\r\n" for ch in text)
+
+
+# --- external data -------------------------------------------------------------------------------
+
+# onnxruntime's marker for data at a memory address (the "offset") of its own process: never a file.
+_MEMORY_ADDRESS_TAG = "*/_ORT_MEM_ADDR_/*"
+_EXTERNAL_DATA_RULE = (
+    "external data must be a file in the model's own folder "
+    "(a relative path, no '..', no symbolic link out of the folder)"
+)
+
+
+@dataclass(frozen=True)
+class ExternalData:
+    """One tensor's claim to data outside the `.onnx` file, as the file states it."""
+
+    where: str  # which tensor: "initializer 'w'", "node 'loop' (Loop) attribute 'body' > initializer 'k'"
+    locations: tuple[str, ...]  # every `location` entry (a forged tensor may carry several)
+    offset: str  # as written; "" when absent
+    length: str
+
+
+def external_data(model: onnx.ModelProto) -> Iterator[ExternalData]:
+    """Every tensor of `model` that keeps its data outside the file, wherever it sits."""
+    for where, tensor in _all_tensors(model):
+        if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
+            entries = [(entry.key, entry.value) for entry in tensor.external_data]
+            yield ExternalData(
+                where=where,
+                locations=tuple(value for key, value in entries if key == "location"),
+                offset=next((value for key, value in reversed(entries) if key == "offset"), ""),
+                length=next((value for key, value in reversed(entries) if key == "length"), ""),
+            )
+
+
+def external_data_files(model: onnx.ModelProto, path: Path) -> tuple[Path, ...]:
+    """The files the external data of the model at `path` names (checked by `check_external_data`)."""
+    locations = dict.fromkeys(loc for claim in external_data(model) for loc in claim.locations)
+    return tuple(path.parent / location for location in locations)
+
+
+def check_external_data(model: onnx.ModelProto, path: Path, files_needed: bool = False) -> None:
+    """Refuse (`ModelFileError`) external data that is not a regular file inside the folder of the
+    model at `path`. Decided from the names alone, then `stat` (nothing is opened). A missing file
+    is an error only when `files_needed` (`inspect` reads no data); then the offset and length must
+    also lie inside the file."""
+    folder = path.parent
+    real_folder = Path(os.path.realpath(folder))
+    judged: dict[str, str | None] = {}  # a location's problem, each location judged once
+    for claim in external_data(model):
+        if not claim.locations:
+            _refuse_external(path, claim, "", "names no location")
+        for location in claim.locations:
+            if location not in judged:
+                judged[location] = _location_problem(location) or _file_problem(
+                    folder / location, real_folder, files_needed
+                )
+            problem = judged[location]
+            if problem is not None:
+                _refuse_external(path, claim, location, problem)
+            if files_needed:
+                size = (folder / location).stat().st_size
+                span = _span_problem(claim, size)
+                if span is not None:
+                    _refuse_external(path, claim, location, span)
+
+
+def _refuse_external(path: Path, claim: ExternalData, location: str, problem: str) -> None:
+    named = f" {shown(location)}" if location else ""
+    raise ModelFileError(f"{path}: {claim.where}: external data{named} {problem}; {_EXTERNAL_DATA_RULE}")
+
+
+def _location_problem(location: str) -> str | None:
+    """What is wrong with a location by its text alone, on any system onnxruntime runs on."""
+    if not location:
+        return "is an empty location"
+    if "\x00" in location:
+        return "has a NUL character in its name"
+    if location == _MEMORY_ADDRESS_TAG:
+        return "is onnxruntime's in-memory marker, not a file"
+    windows = PureWindowsPath(location)
+    if PurePosixPath(location).is_absolute() or windows.drive or windows.root:
+        return "is an absolute path"
+    if ".." in re.split(r"[\\/]", location):
+        return "climbs out of the model's folder with '..'"
+    return None
+
+
+def _file_problem(target: Path, real_folder: Path, files_needed: bool) -> str | None:
+    """A symbolic link out of the folder, or something other than a regular file; `stat` only."""
+    try:
+        real = Path(os.path.realpath(target))
+        if not real.is_relative_to(real_folder):
+            return "leads out of the model's folder through a symbolic link"
+        mode = target.stat().st_mode
+    except FileNotFoundError:  # also a dangling symlink, whose target realpath checked above
+        return "is missing" if files_needed else None
+    except (OSError, ValueError) as exc:  # a file used as a folder, a name too long, a loop of links
+        return f"cannot be reached: {getattr(exc, 'strerror', None) or exc}"
+    if not stat.S_ISREG(mode):  # a FIFO would block onnxruntime forever
+        return "is not a regular file"
+    return None
+
+
+def _span_problem(claim: ExternalData, size: int) -> str | None:
+    """The offset and length must be decimal byte counts inside the file."""
+    counts = []
+    for field, text in (("offset", claim.offset), ("length", claim.length)):
+        if text and not (text.isascii() and text.isdigit()):
+            return f"has {field} {shown(text)}, not a byte count"
+        counts.append(int(text) if text else None)
+    offset, length = counts[0] or 0, counts[1]
+    end = offset + (length if length is not None else 0)
+    if offset > size or end > size:
+        return f"asks for bytes {offset:,} to {end:,} of a file of {size:,} bytes"
+    return None
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """(where, tensor) for every tensor a model holds: graphs at any depth, functions, training."""
+    yield from _graph_tensors(model.graph, "")
+    for function in model.functions:
+        yield from _node_tensors(function.node, f"function {shown(function.name)} > ")
+    for index, training in enumerate(model.training_info):
+        for part in ("initialization", "algorithm"):
+            if training.HasField(part):
+                yield from _graph_tensors(getattr(training, part), f"training_info[{index}].{part} > ")
+
+
+def _graph_tensors(graph: onnx.GraphProto, where: str) -> Iterator[tuple[str, onnx.TensorProto]]:
+    for tensor in graph.initializer:
+        yield f"{where}initializer {shown(tensor.name)}", tensor
+    for sparse in graph.sparse_initializer:
+        yield f"{where}sparse initializer {shown(sparse.values.name)}", sparse.values
+        yield f"{where}sparse initializer {shown(sparse.values.name)} indices", sparse.indices
+    yield from _node_tensors(graph.node, where)
+
+
+def _node_tensors(nodes: Sequence[onnx.NodeProto], where: str) -> Iterator[tuple[str, onnx.TensorProto]]:
+    # Graph protos nest at most as deep as protobuf's parser allows (100 messages), so recursion is bounded.
+    for node in nodes:
+        for attr in node.attribute:
+            op = (
+                node.op_type
+                if node.op_type.isidentifier() and len(node.op_type) <= 60
+                else shown(node.op_type)
+            )
+            at = f"{where}node {shown(node.name)} ({op}) attribute {shown(attr.name)}"
+            if attr.HasField("t"):
+                yield at, attr.t
+            for tensor in attr.tensors:
+                yield at, tensor
+            sparse_tensors = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
+            for sparse in [*sparse_tensors, *attr.sparse_tensors]:
+                yield at, sparse.values
+                yield f"{at} indices", sparse.indices
+            graphs = [attr.g] if attr.HasField("g") else []
+            for graph in [*graphs, *attr.graphs]:
+                yield from _graph_tensors(graph, f"{at} > ")
+
+
+# --- what a run feeds ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """A graph input a run must feed: a tensor of a numpy dtype, with sizes (None: dynamic)."""
+
+    name: str
+    dtype: np.dtype[Any]
+    dims: tuple[int | None, ...]
+
+
+def run_inputs(model: onnx.ModelProto, path: Path | str) -> tuple[RunInput, ...]:
+    """The graph inputs a run must feed, in order (an initializer listed as an input has its
+    value already); `ModelFileError` naming the input when one cannot be fed from numpy: not a
+    tensor, strings, no element type, no declared rank, or a size below 0."""
+    initialized = {init.name for init in model.graph.initializer} | {
+        sparse.values.name for sparse in model.graph.sparse_initializer
+    }
+    inputs = []
+    for declared in model.graph.input:
+        if declared.name in initialized:
+            continue
+        where = f"{path}: input {shown(declared.name)}"
+        kind = declared.type.WhichOneof("value")
+        if kind != "tensor_type":
+            what = _type_text(declared.type)[0] if kind is not None else "declared without a type"
+            raise ModelFileError(f"{where} is {what}; run and bench feed tensors of numbers only")
+        tensor = declared.type.tensor_type
+        if tensor.elem_type in (TensorProto.UNDEFINED, TensorProto.STRING):
+            what = "strings" if tensor.elem_type == TensorProto.STRING else "no element type"
+            raise ModelFileError(f"{where} declares {what}; run and bench feed tensors of numbers only")
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        except (KeyError, ValueError, TypeError):
+            raise ModelFileError(
+                f"{where} has element type {tensor.elem_type}, unknown to this onnx package"
+            ) from None
+        if not tensor.HasField("shape"):
+            raise ModelFileError(f"{where} declares no shape (not even its rank); run and bench need one")
+        dims = _shape(tensor)
+        negative = [d for d in dims if isinstance(d, int) and d < 0]
+        if negative:
+            raise ModelFileError(f"{where} declares the size {negative[0]} in {format_shape(dims)}")
+        inputs.append(RunInput(declared.name, dtype, tuple(d if isinstance(d, int) else None for d in dims)))
+    return tuple(inputs)
 
 
 # --- summarizing ---------------------------------------------------------------------------------
@@ -206,9 +448,30 @@ def inspect_model(model: onnx.ModelProto) -> ModelSummary:
     )
 
 
+# Deeper parsed values stay text: rendering them (pretty_json, json.dumps) recurses once per level,
+# and a spec is a few levels deep; a forged one nested 950 deep would exhaust Python's stack.
+MAX_METADATA_DEPTH = 64
+
+
 def _metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    """The properties as they are; our spec parsed (someone else's value under our key stays text)."""
-    return read_metadata({prop.key: prop.value for prop in model.metadata_props}, parsed=(SPEC,))
+    """The properties as they are; our spec parsed (someone else's value under our key, or one
+    nested deeper than MAX_METADATA_DEPTH, stays text)."""
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    metadata = read_metadata(props, parsed=(SPEC,))
+    if _deeper_than(metadata.get(SPEC), MAX_METADATA_DEPTH):
+        metadata[SPEC] = props[SPEC]
+    return metadata
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts nest in `value` more than `limit` levels (without recursing)."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return False
+        level = [item for c in containers for item in (c.values() if isinstance(c, dict) else c)]
+    return True
 
 
 def dtype_name(elem_type: int) -> str:

@@ -4,6 +4,15 @@ The only module that imports onnxruntime. Providers are `cpu`, `cuda` and `auto`
 usable, else CPU). `get_available_providers()` lists what the wheel was built with, not what
 loads, so "usable" means: a session was created and `session.get_providers()` lists CUDA.
 Asking for `cuda` never runs silently on the CPU: it is an error that says why CUDA is missing.
+
+A run can be given a time limit (`SessionConfig.timeout_s`): a watchdog thread sets onnxruntime's
+`RunOptions.terminate` once a run has lasted that long, and the run ends with `RunTimeout`.
+onnxruntime checks the flag before each node, a Loop's or Scan's body nodes included, so a Loop
+with a trip count of 2**62 stops; one kernel that runs long is not cut short. A single run (and
+a benchmark's warm-up) is made in a worker thread, so that Ctrl-C and SIGTERM, whose handlers
+Python runs in the main thread, stop it the same way. External data of a model given as bytes is
+read from the folder passed as `external_data_folder` (the model file's), where onnxruntime itself
+also refuses paths that lead out of it. A result holds tensors of numbers only (`UnsupportedOutput`).
 """
 
 from __future__ import annotations
@@ -15,8 +24,10 @@ import json
 import math
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -25,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deconv_compiler.errors import DeconvError, RuntimeFailure
+from deconv_compiler.errors import DeconvError, RuntimeFailure, shown
 from deconv_compiler.metadata import STRATEGIES, read_metadata
 
 if TYPE_CHECKING:
@@ -40,6 +51,14 @@ class ProviderUnavailable(DeconvError):
     """The requested execution provider cannot be used here (a usage problem: exit code 2)."""
 
 
+class UnsupportedOutput(DeconvError):
+    """A model's output is not a tensor of numbers (strings, a sequence, a map): exit code 2."""
+
+
+class RunTimeout(DeconvError):
+    """A run lasted longer than the time limit it was given and was stopped (exit code 2)."""
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """Session settings that matter for speed (onnxruntime's defaults unless said otherwise)."""
@@ -50,6 +69,7 @@ class SessionConfig:
     optimization: str = "all"  # graph optimization level: disable | basic | extended | all
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
     use_tf32: bool = True  # CUDA: TF32 matmuls/convs on Ampere+; off for exact fp32 comparisons
+    timeout_s: float | None = None  # seconds one run may last before it is stopped; None: no limit
 
 
 @cache
@@ -163,9 +183,13 @@ class Session:
 
 
 def make_session(
-    model: onnx.ModelProto | bytes, config: SessionConfig = SessionConfig(), profile_dir: str | None = None
+    model: onnx.ModelProto | bytes,
+    config: SessionConfig = SessionConfig(),
+    profile_dir: str | None = None,
+    external_data_folder: Path | None = None,
 ) -> Session:
-    """A session on the configured provider; never falls back to the CPU silently."""
+    """A session on the configured provider; never falls back to the CPU silently. External data
+    is looked for in `external_data_folder` (without it, onnxruntime looks in the working folder)."""
     ort = onnxruntime()
     provider = resolve_provider(config.provider)
     options = ort.SessionOptions()
@@ -178,6 +202,10 @@ def make_session(
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[config.optimization]
     options.log_severity_level = 3
+    if external_data_folder is not None:
+        options.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", str(external_data_folder)
+        )
     if profile_dir is not None:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(profile_dir, "profile")
@@ -212,22 +240,35 @@ def run_model(
     model: onnx.ModelProto | bytes,
     inputs: Mapping[str, np.ndarray] | np.ndarray,
     config: SessionConfig = SessionConfig(),
+    external_data_folder: Path | None = None,
 ) -> RunResult:
     """Run once. A bare array feeds the model's single input. On CUDA, the nodes onnxruntime
     placed on the CPU are reported (it sends e.g. ConvTranspose with asymmetric pads there)."""
     with tempfile.TemporaryDirectory() as profile_dir:
         want_placement = resolve_provider(config.provider) == "cuda"
-        session = make_session(model, config, profile_dir if want_placement else None)
+        session = make_session(model, config, profile_dir if want_placement else None, external_data_folder)
         feeds = {session.input_names[0]: inputs} if isinstance(inputs, np.ndarray) else dict(inputs)
         started = time.perf_counter()
-        try:
-            values = session.inner.run(None, feeds)
-        except Exception as exc:
-            raise RuntimeFailure(_failure_message(exc, "failed to run the model")) from exc
+        with _deadline(config.timeout_s) as bounded:
+            values = bounded(lambda options: session.inner.run(None, feeds, options), interruptible=True)
         seconds = time.perf_counter() - started
         cpu_nodes = _cpu_nodes(session.inner.end_profiling()) if want_placement else ()
     names = [o.name for o in session.inner.get_outputs()]
-    return RunResult(dict(zip(names, values, strict=True)), session.provider, seconds, cpu_nodes)
+    outputs = dict(zip(names, values, strict=True))
+    for name, value in outputs.items():
+        _require_numbers(name, value)
+    return RunResult(outputs, session.provider, seconds, cpu_nodes)
+
+
+def _require_numbers(name: str, value: Any) -> None:
+    """A foreign model's output may be a sequence, a map, an absent optional or strings: a result
+    holds tensors of numbers only (what callers compute statistics of and save)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":  # strings come as objects
+        return
+    what = "strings" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+    raise UnsupportedOutput(
+        f"the model's output {shown(name)} holds {what}; only tensors of numbers are shown"
+    )
 
 
 def node_placement(profile_path: str) -> list[tuple[str, str, str]]:
@@ -250,6 +291,101 @@ def _cpu_nodes(profile_path: str) -> tuple[str, ...]:
         if provider == PROVIDERS["cpu"] and not op.startswith("Memcpy")
     )
     return tuple(seen)
+
+
+@contextmanager
+def _deadline(seconds: float | None) -> Iterator[Callable[..., Any]]:
+    """A function that makes one run (given the RunOptions to pass to onnxruntime), stopped by a
+    watchdog thread once it has lasted `seconds` (`RunTimeout`); any other failure of the run is a
+    `RuntimeFailure`. One watchdog serves every run of the block, and it costs a run only a lock
+    and a notify, so timed benchmark runs are not skewed; without a limit, no thread at all.
+    `interruptible=True` runs the call in a worker thread (see `_interruptible`)."""
+    options = onnxruntime().RunOptions()
+    options.log_severity_level = 4  # the stop is reported once, by us, not as onnxruntime's error log
+    state = threading.Condition()
+    started: list[float] = []  # the monotonic start of the run in progress, if any
+    stopped, closing = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        assert seconds is not None
+        with state:
+            while not closing.is_set():
+                if not started:
+                    state.wait()
+                    continue
+                remaining = started[0] + seconds - time.monotonic()
+                if remaining > 0:
+                    state.wait(remaining)
+                    continue
+                stopped.set()
+                options.terminate = True  # onnxruntime checks it before each node
+                state.wait()
+
+    def bounded(call: Callable[[Any], Any], interruptible: bool = False) -> Any:
+        if stopped.is_set():
+            raise RunTimeout(_timeout_message(seconds))
+        if seconds is not None:
+            with state:
+                started[:] = [time.monotonic()]
+                state.notify()
+        try:
+            return _interruptible(call, options) if interruptible else call(options)
+        except Exception as exc:
+            if stopped.is_set():
+                raise RunTimeout(_timeout_message(seconds)) from None
+            raise RuntimeFailure(_failure_message(exc, "failed to run the model")) from exc
+        finally:
+            if seconds is not None:
+                with state:
+                    started.clear()
+
+    watchdog = None
+    if seconds is not None:
+        watchdog = threading.Thread(target=watch, name="deconvc-run-deadline", daemon=True)
+        watchdog.start()
+    try:
+        yield bounded
+    finally:
+        if watchdog is not None:
+            with state:
+                closing.set()
+                state.notify()
+            watchdog.join()
+
+
+def _interruptible(call: Callable[[Any], Any], options: Any) -> Any:
+    """`call(options)` in a worker thread while the main thread waits in short joins: Python runs
+    signal handlers in the main thread only, between bytecodes, so a run made there would hold off
+    Ctrl-C and SIGTERM until it ends (never, for an endless Loop). Their exception (KeyboardInterrupt,
+    SystemExit) stops the run through `terminate` and goes on once the worker is done."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, call(options)))
+        except BaseException as exc:  # handed to the main thread as it is
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=work, name="deconvc-run", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except BaseException:
+        options.terminate = True  # onnxruntime checks it before each node
+        worker.join()
+        raise
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value
+    return value
+
+
+def _timeout_message(seconds: float | None) -> str:
+    return (
+        f"the model ran for longer than the time limit ({seconds:g} s, --timeout) and was stopped "
+        "(a Loop or Scan with a huge trip count?)"
+    )
 
 
 def _failure_message(exc: Exception, what: str) -> str:
@@ -308,18 +444,27 @@ class BenchResult:
         }
 
 
-def conv_transpose_flops(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> int:
+def conv_transpose_flops(
+    model: onnx.ModelProto, input_shape: tuple[int, ...], input_name: str | None = None
+) -> int:
     """FLOPs of the transposed convolutions for one run: 2 * N * C_in * prod(in spatial) * F * prod(k)
-    per ConvTranspose (or the Conv/MatMul nodes of another strategy)."""
+    per ConvTranspose (or the Conv/MatMul nodes of another strategy), with the input `input_name`
+    (default: the first) of `input_shape`. 0 where shape inference cannot tell (a foreign model)."""
     import onnx
 
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
-    dims = fixed.graph.input[0].type.tensor_type.shape.dim
+    declared = [v for v in fixed.graph.input if input_name in (None, v.name)][:1]
+    dims = declared[0].type.tensor_type.shape.dim if declared else []
+    if len(dims) != len(input_shape):
+        return 0
     for dim, size in zip(dims, input_shape, strict=True):
         dim.Clear()
         dim.dim_value = size
-    inferred = onnx.shape_inference.infer_shapes(fixed)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        return 0  # a foreign model onnx cannot reason about: nothing to count, not a failure
     shapes = {
         v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
         for v in (*inferred.graph.value_info, *inferred.graph.input)
@@ -332,6 +477,8 @@ def conv_transpose_flops(model: onnx.ModelProto, input_shape: tuple[int, ...]) -
     layers = tuple(f"{name}/" for name in strategies) if isinstance(strategies, dict) else ()
     total = 0
     for node in model.graph.node:
+        if not node.input:
+            continue
         x_shape, w_shape = (
             shapes.get(node.input[0]),
             weights.get(node.input[1]) if len(node.input) > 1 else None,
@@ -355,38 +502,49 @@ def benchmark(
     warmup: int,
     iterations: int,
     on_iteration: Callable[[], None] | None = None,
+    external_data_folder: Path | None = None,
 ) -> BenchResult:
     """Time `iterations` runs after `warmup`, with I/O binding so that on CUDA the input stays on
-    the device and host copies are not timed (on the CPU, binding costs nothing)."""
+    the device and host copies are not timed (on the CPU, binding costs nothing). The time limit,
+    if any, applies to each run."""
     ort = onnxruntime()
     with tempfile.TemporaryDirectory() as profile_dir:
-        session = make_session(model, config, profile_dir)
+        # Profiled only to find CUDA runs' CPU nodes: a profiling session that fails to load also
+        # has onnxruntime log "Could not write a profile" on the terminal.
+        want_placement = resolve_provider(config.provider) == "cuda"
+        session = make_session(model, config, profile_dir if want_placement else None, external_data_folder)
         device = "cuda" if session.provider == "cuda" else "cpu"
-        binding = session.inner.io_binding()
-        binding.bind_ortvalue_input(session.input_names[0], ort.OrtValue.ortvalue_from_numpy(x, device, 0))
-        for output in session.inner.get_outputs():
-            binding.bind_output(output.name, device, 0)
         try:
+            binding = session.inner.io_binding()
+            value = ort.OrtValue.ortvalue_from_numpy(x, device, 0)
+            binding.bind_ortvalue_input(session.input_names[0], value)
+            for output in session.inner.get_outputs():
+                binding.bind_output(output.name, device, 0)
+        except Exception as exc:  # e.g. an input type onnxruntime cannot bind
+            raise RuntimeFailure(_failure_message(exc, "cannot bind the model's input")) from exc
+
+        def run_bound(options: Any) -> None:
+            session.inner.run_with_iobinding(binding, options)
+            binding.synchronize_outputs()
+
+        with _deadline(config.timeout_s) as bounded:
             for _ in range(max(warmup, 1)):  # the first run also writes the placement profile
-                session.inner.run_with_iobinding(binding)
-            placement = session.inner.end_profiling()
+                bounded(run_bound, interruptible=True)  # the timed runs below are made directly
+            placement = session.inner.end_profiling() if want_placement else ""
             latencies = []
             for _ in range(iterations):
                 started = time.perf_counter()
-                session.inner.run_with_iobinding(binding)
-                binding.synchronize_outputs()
+                bounded(run_bound)
                 latencies.append((time.perf_counter() - started) * 1000.0)
                 if on_iteration is not None:
                     on_iteration()
-        except Exception as exc:
-            raise RuntimeFailure(_failure_message(exc, "failed to run the model")) from exc
-        cpu_nodes = _cpu_nodes(placement) if session.provider == "cuda" else ()
+        cpu_nodes = _cpu_nodes(placement) if want_placement else ()
     return BenchResult(
         provider=session.provider,
         input_shape=tuple(x.shape),
         iterations=iterations,
         latencies_ms=tuple(latencies),
-        conv_transpose_flops=conv_transpose_flops(model, tuple(x.shape)),
+        conv_transpose_flops=conv_transpose_flops(model, tuple(x.shape), session.input_names[0]),
         threads=config.threads,
         cpu_nodes=cpu_nodes,
     )
