@@ -1,11 +1,15 @@
 """BatchNormalization folding, a pure function of the graph: each BatchNormalization that only a
 linear transposed convolution, convolution or Dense feeds (on its channel axis, same dtype policy)
 becomes part of that layer's kernel and bias; `bn_affine` is the inference formula as a scale and
-a shift, which the BatchNormalization planner uses where nothing was folded."""
+a shift, which the BatchNormalization planner uses where nothing was folded. A fold depends on
+the layer pair only: a pair called many times (a shared block) is folded once, its calls share
+the folded arrays."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -27,13 +31,14 @@ def fold_batch_norms(graph: Graph) -> list[Node]:
     folded_nodes = list(nodes)
     producer = {node.output.name: i for i, node in enumerate(folded_nodes)}
     folded: set[int] = set()
+    once = _Once()
     for i, node in enumerate(folded_nodes):
         if not isinstance(node.op, BatchNormOp):
             continue
         j = producer.get(node.inputs[0])
         if j is None or consumers.get(node.inputs[0]) != 1 or folded_nodes[j].policy != node.policy:
             continue
-        merged = _fold(folded_nodes[j], node.op)
+        merged = _fold(folded_nodes[j], node.op, once)
         if merged is None:
             continue
         folded_nodes[j] = replace(merged, output=node.output)
@@ -52,9 +57,29 @@ def bn_affine(bn: BatchNormOp) -> tuple[np.ndarray, np.ndarray]:
     return inv, shift
 
 
-def _fold(node: Node, bn: BatchNormOp) -> Node | None:
+class _Once:
+    """Folded arrays by what they are made from: the source arrays (alive in the graph as long as
+    the folding, so their memory identifies them) and what is done to them."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, what: str, sources: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        key = (what, *(_identity(source) for source in sources))
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+
+def _identity(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return (value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+    return value
+
+
+def _fold(node: Node, bn: BatchNormOp, once: _Once) -> Node | None:
     op = node.op
-    inv, shift = bn_affine(bn)
+    statistics = (bn.mean, bn.variance, bn.gamma, bn.beta, bn.epsilon)
     # Scale kernels in their own precision (at least float32): a float64 product of a 200 MB
     # kernel costs seconds and memory and changes the result by less than one float32 rounding.
     kernel = (
@@ -62,38 +87,64 @@ def _fold(node: Node, bn: BatchNormOp) -> Node | None:
         if isinstance(op, (ConvOp, DenseOp))
         else getattr(getattr(op, "weights", None), "kernel", None)
     )
-    if isinstance(kernel, np.ndarray):
-        inv = inv.astype(np.promote_types(kernel.dtype, np.float32))
+    dtype = np.promote_types(kernel.dtype, np.float32) if isinstance(kernel, np.ndarray) else None
+    inv, shift = once("affine", (*statistics, dtype), lambda: _affine(bn, dtype))
     if isinstance(op, ConvOp):
-        return _fold_conv(node, op, bn.axis, inv, shift)
+        return _fold_conv(node, op, bn.axis, inv, shift, once, statistics)
     if isinstance(op, ConvTransposeOp) and isinstance(op.weights, LayerWeights):
         layer = op.layer
         channel_axis = layer.rank + 1 if layer.data_format == "channels_last" else 1
         if layer.activation != "linear" or bn.axis != channel_axis:
             return None
         # Keras kernel (k..., filters, in): scale each filter.
-        kernel = _scaled_in_onnx_order(op.weights.kernel, inv, layer.rank)
-        bias = (op.weights.bias if op.weights.bias is not None else 0.0) * inv + shift
-        return replace(node, op=ConvTransposeOp(layer, LayerWeights(kernel, bias, op.weights.origin)))
+        weights = op.weights
+        sources = (weights.kernel, weights.bias, *statistics)
+        kernel = once("kernel", sources, lambda: _scaled_in_onnx_order(weights.kernel, inv, layer.rank))
+        bias = once(
+            "bias", sources, lambda: (weights.bias if weights.bias is not None else 0.0) * inv + shift
+        )
+        return replace(node, op=ConvTransposeOp(layer, LayerWeights(kernel, bias, weights.origin)))
     if isinstance(op, DenseOp):
         if op.activation != "linear" or bn.axis != len(node.output.shape) - 1:
             return None
-        bias = (op.bias if op.bias is not None else 0.0) * inv + shift
-        return replace(node, op=DenseOp(op.kernel * inv[None, :], bias, op.activation))
+        dense = op
+        sources = (dense.kernel, dense.bias, *statistics)
+        bias = once("bias", sources, lambda: (dense.bias if dense.bias is not None else 0.0) * inv + shift)
+        kernel = once("kernel", sources, lambda: dense.kernel * inv[None, :])
+        return replace(node, op=DenseOp(kernel, bias, dense.activation))
     return None
 
 
-def _fold_conv(node: Node, op: ConvOp, axis: int, inv: np.ndarray, shift: np.ndarray) -> Node | None:
+def _affine(bn: BatchNormOp, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """`bn_affine`, the scale in the kernel's own precision (at least float32): a float64
+    product of a 200 MB kernel costs seconds and memory and changes the result by less than one
+    float32 rounding."""
+    inv, shift = bn_affine(bn)
+    return (inv if dtype is None else inv.astype(dtype)), shift
+
+
+def _fold_conv(
+    node: Node,
+    op: ConvOp,
+    axis: int,
+    inv: np.ndarray,
+    shift: np.ndarray,
+    once: _Once,
+    statistics: tuple[Any, ...],
+) -> Node | None:
     """Scale each output channel of the last conv (Keras kernels end with the output channels:
     a plain or grouped conv's, a depthwise conv's (k..., 1, in * multiplier), a separable conv's
     pointwise kernel); the shift joins the bias."""
     if op.activation != "linear" or axis != (1 if op.channels_first else op.rank + 1):
         return None
-    bias = (op.bias if op.bias is not None else 0.0) * inv + shift
+    sources = (op.kernel, op.pointwise, op.bias, *statistics)
+    bias = once("bias", sources, lambda: (op.bias if op.bias is not None else 0.0) * inv + shift)
     if op.pointwise is not None:
-        pointwise = _scaled_in_onnx_order(op.pointwise, inv, op.rank + 1)
-        return replace(node, op=replace(op, pointwise=pointwise, bias=bias))
-    return replace(node, op=replace(op, kernel=_scaled_in_onnx_order(op.kernel, inv, op.rank + 1), bias=bias))
+        pointwise = op.pointwise
+        scaled = once("pointwise", sources, lambda: _scaled_in_onnx_order(pointwise, inv, op.rank + 1))
+        return replace(node, op=replace(op, pointwise=scaled, bias=bias))
+    kernel = once("kernel", sources, lambda: _scaled_in_onnx_order(op.kernel, inv, op.rank + 1))
+    return replace(node, op=replace(op, kernel=kernel, bias=bias))
 
 
 def _scaled_in_onnx_order(kernel: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:

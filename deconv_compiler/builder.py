@@ -5,6 +5,8 @@ one, both chosen by the type of what they emit. Deterministic: node and tensor n
 layer names, initializers are written in plan order, and nothing depends on time or memory
 addresses, so the same model and options give a byte-identical file. `ir_version` is pinned to
 the lowest that the opset needs (onnx's `make_model` would write one newer than onnxruntime loads).
+A weight array the plan holds once (a shared layer's, `PlanContext.floats`/`shared`) becomes one
+initializer, whichever nodes read it. Linear in the number of steps.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class _OnnxEmitter:
         self._scope = ""
         self._counts: dict[str, dict[str, int]] = {}  # scope → op type → names handed out
         self._taken: set[str] = set()  # every node and tensor name so far: names must be unique
+        # (name asked for, the array's id) → the initializer written: a shared layer's weights once.
+        # The arrays live in `initializers` as long as this emitter, so their ids stay theirs.
+        self._written: dict[tuple[str, int], str] = {}
+        self._derived: dict[tuple[object, ...], np.ndarray] = {}
 
     def scope(self, name: str, dtype: str) -> None:
         self._scope = name
@@ -92,13 +98,27 @@ class _OnnxEmitter:
         return self.initializer(name, constant.value)
 
     def initializer(self, name: str, array: np.ndarray) -> str:
+        written = self._written.get((name, id(array)))
+        if written is not None:
+            return written
         unique, suffix = name, 0
         while unique in self._taken:
             suffix += 1
             unique = f"{name}_{suffix}"
         self._taken.add(unique)
         self.initializers.append((unique, array))
+        self._written[name, id(array)] = unique
         return unique
+
+    def derived(
+        self, what: str, sources: tuple[np.ndarray, ...], make: Callable[[], np.ndarray]
+    ) -> np.ndarray:
+        """An array made from the plan's `sources` (which live as long as the plan), made once:
+        a shared layer's later calls get the same array, hence the same initializer."""
+        key = (what, *(id(source) for source in sources))
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
 
 
 # --- plan steps -------------------------------------------------------------------------------
@@ -202,10 +222,13 @@ def _conv(em: _OnnxEmitter, layer: ConvPlan, form: ConvForm, x: str) -> str:
 
 def _subpixel(em: _OnnxEmitter, layer: ConvPlan, form: SubpixelForm, x: str) -> str:
     if form.uniform:
-        weight = np.concatenate([phase.weight for phase in form.phases])
+        phase_weights = tuple(phase.weight for phase in form.phases)
+        weight = em.derived("phases", phase_weights, lambda: np.concatenate(phase_weights))
         inputs = [x, em.initializer(f"{layer.name}/kernel", weight)]
         if layer.bias is not None:
-            inputs.append(em.initializer(f"{layer.name}/bias", np.tile(layer.bias, len(form.phases))))
+            one = layer.bias
+            tiled = em.derived(f"bias x{len(form.phases)}", (one,), lambda: np.tile(one, len(form.phases)))
+            inputs.append(em.initializer(f"{layer.name}/bias", tiled))
         kernel, pads = list(weight.shape[2:]), list(form.phases[0].pads)
         stacked = em.op("Conv", inputs, kernel_shape=kernel, pads=pads, group=1)[0]
     else:
@@ -285,7 +308,7 @@ def _assemble(plan: Plan, metadata: tuple[tuple[str, str], ...], detach: bool) -
             em.scope(output.name, output.dtype)
             actual = em.op("Identity", [renamed.get(actual, actual)])[0]
         renamed[actual] = output.name
-        _rename_tensor(em.nodes, actual, output.name)
+    _rename_tensors(em.nodes, renamed)
     # The model is filled in place: make_graph/make_model copy every initializer (twice), which
     # is most of the build time of a 200 MB model.
     opset = helper.make_opsetid("", plan.opset)
@@ -332,10 +355,10 @@ def _value_info(value: PlanValue) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(value.name, onnx_elem_type(value.dtype), dims)
 
 
-def _rename_tensor(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
-    """Rename a tensor everywhere: a graph output may also feed later nodes."""
+def _rename_tensors(nodes: list[onnx.NodeProto], renamed: dict[str, str]) -> None:
+    """Rename tensors everywhere, in one pass: a graph output may also feed later nodes."""
     for node in nodes:
         for names in (node.input, node.output):
             for i, name in enumerate(names):
-                if name == old:
-                    names[i] = new
+                if name in renamed:
+                    names[i] = renamed[name]

@@ -10,15 +10,23 @@ shapes it is called on (`keras_layers` holds the layer parsers, `keras_ops` thos
 `keras.ops` calls Keras records). Unsupported layers and operations, Lambda layers and custom
 objects (subclassed models too) are refused naming them; nothing from the file is ever executed.
 All problems are reported at once; the supported classes are listed once after them.
+
+Bounded in the size of the config: at most `MAX_LAYERS` layers and layer calls (nested models
+inlined), refused before anything is parsed; calls are scheduled in time linear in their number;
+the weights are counted in the dtype the compiled model will hold them in (a float32 layer's int8
+kernel at 4 bytes a value) against the weight-size limit before any is widened; every output's
+lengths, dynamic ones at their least, fit int32 (`keras_shapes.size_problem`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deconv_compiler.conv_layer import Problems
 from deconv_compiler.dtypes import POLICIES, REFUSED_DTYPES, compute_dtype, io_dtype
@@ -47,7 +55,8 @@ from deconv_compiler.keras_config import (
 from deconv_compiler.keras_file import MAX_NESTING, MODEL_CLASSES, SavedModel, read_saved_model
 from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT
 from deconv_compiler.keras_ops import OP_PARSERS, SUPPORTED_OPS_TEXT, OpCall, is_op_entry, op_name
-from deconv_compiler.limits import MAX_SIZE, MAX_WEIGHT_BYTES
+from deconv_compiler.keras_shapes import Lengths, known_lengths, least_lengths, size_problem
+from deconv_compiler.limits import MAX_LAYERS, MAX_WEIGHT_BYTES
 
 # --- reading -----------------------------------------------------------------------------------
 
@@ -56,17 +65,20 @@ def load_keras_model(
     path: str | Path, weights: str | Path | None = None, max_weight_bytes: int = MAX_WEIGHT_BYTES
 ) -> Graph:
     """Read a `.keras` archive, a legacy `.h5`, or a config JSON (+ `weights`) and validate it."""
-    return parse_saved_model(read_saved_model(path, weights, max_weight_bytes))
+    return parse_saved_model(read_saved_model(path, weights, max_weight_bytes), max_weight_bytes)
 
 
-def parse_saved_model(saved: SavedModel) -> Graph:
-    builder = _KerasGraphReader(saved)
+def parse_saved_model(saved: SavedModel, max_weight_bytes: int = MAX_WEIGHT_BYTES) -> Graph:
+    builder = _KerasGraphReader(saved, max_weight_bytes)
     config = saved.config
     class_name = entry_class(config)
-    if class_name in MODEL_CLASSES:
-        builder.model(config)
-    else:
-        builder.single_layer(config)
+    try:
+        if class_name in MODEL_CLASSES:
+            builder.model(config)
+        else:
+            builder.single_layer(config)
+    except _Abandoned:
+        pass
     if builder.problems.found:
         raise KerasModelError(builder.problems.found, notes=tuple(sorted(builder.notes)))
     return builder.result()
@@ -80,10 +92,55 @@ def _custom_refusal(class_name: Any) -> str:
     )
 
 
+_TOO_MANY_CALLS = f"the model makes more than {MAX_LAYERS:,} layer calls (nested models inlined)"
+MAX_LISTED_REFUSALS = 100  # layers refused by kind that are listed one by one; the rest are counted
+
+
+class _Abandoned(Exception):
+    """A problem after which reading on would cost without bound (too many layers, too many
+    weight bytes): it is in `problems`; the reader stops."""
+
+
 @dataclass
 class _Tensor:
     value: Value
     io_dtype: str  # the dtype it has as a model output (float32 under a mixed policy)
+    least: Lengths  # the least sizes its shape can have: dynamic lengths at their least
+
+
+def _layer_count(entries: list[Mapping[str, Any]], depth: int = 0) -> tuple[int, int]:
+    """Layers (nested models' included) and recorded calls in a config, nested as deep as
+    MAX_NESTING (deeper is refused by `_check_layer_kinds`)."""
+    layers = calls = 0
+    for entry in entries:
+        layers += 1
+        inbound = entry.get("inbound_nodes")
+        calls += len(inbound) if isinstance(inbound, list) else 0
+        if depth < MAX_NESTING and entry_class(entry) in MODEL_CLASSES:
+            inner_layers, inner_calls = _layer_count(model_entries(entry), depth + 1)
+            layers, calls = layers + inner_layers, calls + inner_calls
+    return layers, calls
+
+
+def _topological(ready: list[bool], readers: list[list[int]], waits: list[int]) -> Iterator[int]:
+    """Calls in the order Keras' loader runs them, in time linear in their number: rounds over
+    the calls in config order, each call run in the first round where its inputs exist (a call
+    reading a later call's output waits for the next round). Never-ready calls are left out.
+    `ready[i]`: call i reads only existing tensors besides other calls; `readers[i]`: the calls
+    reading call i's outputs; `waits[i]`: how many calls' outputs call i reads."""
+    rounds = [0] * len(ready)
+    left = list(waits)
+    queue = [i for i, (ok, count) in enumerate(zip(ready, waits, strict=True)) if ok and count == 0]
+    done = []
+    while queue:
+        i = queue.pop()
+        done.append(i)
+        for reader in readers[i]:
+            rounds[reader] = max(rounds[reader], rounds[i] + (reader < i))
+            left[reader] -= 1
+            if left[reader] == 0 and ready[reader]:
+                queue.append(reader)
+    return iter(sorted(done, key=lambda i: (rounds[i], i)))
 
 
 @dataclass(frozen=True)
@@ -107,18 +164,40 @@ class _Scope:
 @dataclass
 class _KerasGraphReader:
     saved: SavedModel
+    max_weight_bytes: int = MAX_WEIGHT_BYTES
     name: str = "model"
     inputs: list[Value] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
     used_weights: set[str] = field(default_factory=set)
+    # each used layer's arrays, checked once (a transposed conv's integer ones widened once): its
+    # calls share them
+    layer_arrays: dict[str, tuple[np.ndarray, ...] | None] = field(default_factory=dict)
+    weight_bytes: int = 0  # of the used weights, in the dtypes the compiled model holds them in
     notes: set[str] = field(default_factory=set)  # said once after the problems (what is supported)
+    taken: set[str] = field(default_factory=set)  # names of the graph's inputs and outputs
+    refused: int = 0  # layers refused by kind, listed
+    inlined: int = 0  # layers read by the calls of nested models so far
+    unlisted: int = 0  # layers refused by kind beyond the first MAX_LISTED_REFUSALS, counted only
 
     def __post_init__(self) -> None:
         self.problems = Problems(lambda path, message: Problem(path, message, self.saved.file))
 
     def fail(self, path: FieldPath, message: str) -> None:
         self.problems.add(path, message)
+
+    def refuse(self, path: FieldPath, message: str) -> None:
+        """A layer refused by its kind: listed up to MAX_LISTED_REFUSALS (a config of 100,000
+        unknown layers gets a screenful, not 100,000 lines), the rest counted."""
+        if self.refused < MAX_LISTED_REFUSALS:
+            self.refused += 1
+            self.fail(path, message)
+        else:
+            self.unlisted += 1
+
+    def abandon(self, path: FieldPath, message: str) -> None:
+        self.fail(path, message)
+        raise _Abandoned
 
     def result(self) -> Graph:
         return Graph(
@@ -134,17 +213,20 @@ class _KerasGraphReader:
         policy = self.policy(config, (name,))
         if policy is None:
             return None
-        if any(size is not None and size > MAX_SIZE for size in shape):
-            self.fail((name,), f"the input shape {shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)")
+        least = known_lengths(shape)
+        problem = size_problem(shape, least)
+        if problem is not None:
+            self.fail((name,), f"the input shape {shape_text(shape)} {problem}")
             return None
         value = Value(name, shape, io_dtype(policy))
         self.inputs.append(value)
-        return _Tensor(value, value.dtype)
+        self.taken.add(name)
+        return _Tensor(value, value.dtype, least)
 
     def output(self, layer: str, tensor: _Tensor) -> None:
-        self.outputs.append(
-            Output(self._output_name(layer), tensor.value.name, tensor.value.shape, tensor.io_dtype)
-        )
+        name = self._output_name(layer)
+        self.taken.add(name)
+        self.outputs.append(Output(name, tensor.value.name, tensor.value.shape, tensor.io_dtype))
 
     def policy(self, config: Mapping[str, Any], path: FieldPath) -> str | None:
         """A layer's dtype policy: a dtype name (Keras 2) or a DTypePolicy (Keras 3); float32 if unsaid."""
@@ -167,7 +249,17 @@ class _KerasGraphReader:
         body = entry_config(config)
         name = body.get("name")
         self.name = name if isinstance(name, str) and name else "model"
+        layers, calls = _layer_count(model_entries(config))
+        if max(layers, calls) > MAX_LAYERS:
+            what = f"{layers:,} layers" if layers > MAX_LAYERS else f"{calls:,} layer calls"
+            self.abandon(("config", "layers"), f"the model has {what}; the limit is {MAX_LAYERS:,}")
         if not self._check_layer_kinds(model_entries(config), "", depth=0):
+            if self.unlisted:
+                self.fail(
+                    ("config", "layers"),
+                    f"{self.unlisted:,} more layers are refused (unsupported, custom or Lambda); "
+                    f"the first {MAX_LISTED_REFUSALS} are listed",
+                )
             return
         outputs = self._body(config, None, _Scope("", ""))
         if outputs is not None:
@@ -212,6 +304,10 @@ class _KerasGraphReader:
         if not entries:
             self.fail(where, "the model config lists no layers")
             return None
+        if scope.names:  # each call of a nested model reads all its layers, even ones that fail
+            self.inlined += len(entries)
+            if self.inlined > MAX_LAYERS:
+                self.abandon(where, _TOO_MANY_CALLS)
         if entry_class(config) == "Sequential":
             return self._sequential(body, entries, inputs, scope)
         return self._functional(body, entries, inputs, scope)
@@ -298,7 +394,8 @@ class _KerasGraphReader:
         # Keras lists layers in creation order, not always the order their calls can run in (a
         # shared layer's later call may read a layer listed after it): run each call when its
         # inputs exist, as Keras' own loader does.
-        pending = []  # each call read once: (entry, call index, arguments, tensor refs, kwargs)
+        pending: list[tuple[Mapping[str, Any], int, Any, list[TensorRef], Any]] = []
+        # each call read once: (entry, call index, arguments, tensor refs, kwargs)
         for entry in entries:
             calls = entry.get("inbound_nodes")
             if entry_class(entry) == "InputLayer" or not isinstance(calls, list):
@@ -323,22 +420,27 @@ class _KerasGraphReader:
                 refs = [self._call_ref(ref, by_name, in_arguments=True) for ref in refs]
                 kwargs = call.get("kwargs") if isinstance(call, Mapping) else None
                 pending.append((entry, call_index, args, refs, kwargs))
-        progress = True
-        while pending and progress:
-            progress = False
-            waiting = []
-            for entry, call_index, args, refs, kwargs in pending:
-                if any(ref not in tensors for ref in refs):
-                    waiting.append((entry, call_index, args, refs, kwargs))
-                    continue
-                progress = True
-                name = entry_name(entry)
-                outs = self._call(
-                    entry, name, [tensors[ref] for ref in refs], call_index, scope, args, kwargs
-                )
-                for index, out in enumerate(outs or []):
-                    tensors[(name, call_index, index)] = out
-            pending = waiting
+        producer: dict[tuple[str, int], int] = {}
+        for i, (entry, call_index, *_) in enumerate(pending):
+            producer.setdefault((entry_name(entry), call_index), i)
+        ready = [True] * len(pending)
+        readers: list[list[int]] = [[] for _ in pending]
+        waits = [0] * len(pending)
+        for i, (_, _, _, refs, _) in enumerate(pending):
+            for source in {producer.get(ref[:2]) for ref in refs if ref not in tensors}:
+                if source is None:
+                    ready[i] = False  # reads a tensor nothing computes: never runs
+                else:
+                    readers[source].append(i)
+                    waits[i] += 1
+        for i in _topological(ready, readers, waits):
+            entry, call_index, args, refs, kwargs = pending[i]
+            if any(ref not in tensors for ref in refs):
+                continue  # a call it reads failed, or gave fewer outputs
+            name = entry_name(entry)
+            outs = self._call(entry, name, [tensors[ref] for ref in refs], call_index, scope, args, kwargs)
+            for index, out in enumerate(outs or []):
+                tensors[(name, call_index, index)] = out
         declared_outputs = tensor_refs(body.get("output_layers"))
         if declared_outputs is None:
             self.fail(
@@ -372,15 +474,14 @@ class _KerasGraphReader:
         if class_name in ("Functional", "Model") and (keras2 or not in_arguments):
             first = 1
         elif class_name == "Sequential" and keras2:
-            entries = model_entries(entry)
-            first = 1 if entries and entry_class(entries[0]) == "InputLayer" else 0
+            layers = entry_config(entry).get("layers")  # its first only: a ref is read per call
+            first = 1 if isinstance(layers, list) and layers and entry_class(layers[0]) == "InputLayer" else 0
         return (ref[0], ref[1] - first, ref[2])
 
     def _output_name(self, layer: str) -> str:
         """The producing layer's name; `name_1`, `name_2`... when a model returns a tensor twice."""
-        taken = {o.name for o in self.outputs} | {i.name for i in self.inputs}
         name, count = layer, 0
-        while name in taken:
+        while name in self.taken:
             count += 1
             name = f"{layer}_{count}"
         return name
@@ -405,27 +506,27 @@ class _KerasGraphReader:
                 if class_name in OP_PARSERS:
                     continue
                 self.notes.add(f"supported operations: {SUPPORTED_OPS_TEXT}")
-                self.fail(
+                self.refuse(
                     (f"{prefix}{name} ({op_name(class_name)})",), f"{op_name(class_name)} is not supported"
                 )
                 ok = False
                 continue
             where = (f"{prefix}{name} ({class_name})",)
             if class_name == "Lambda":
-                self.fail(
+                self.refuse(
                     where,
                     "Lambda layers hold Python code, which is never run from a file: rewrite the "
                     "layer with built-in layers",
                 )
             elif custom:
-                self.fail(where, _custom_refusal(registered or entry.get("class_name")))
+                self.refuse(where, _custom_refusal(registered or entry.get("class_name")))
             elif class_name in MODEL_CLASSES:
                 if not self._check_layer_kinds(model_entries(entry), f"{prefix}{name}/", depth + 1):
                     ok = False
                 continue
             elif class_name not in LAYER_PARSERS and class_name != "InputLayer":
                 self.notes.add(f"supported layers: {SUPPORTED_TEXT}")
-                self.fail(where, f"layer class {class_name!r} is not supported")
+                self.refuse(where, f"layer class {class_name!r} is not supported")
             else:
                 continue
             ok = False
@@ -469,8 +570,13 @@ class _KerasGraphReader:
         if policy is None:
             return None
         weight_path = scope.weights + name
-        arrays = self.saved.weights.get(weight_path)
-        self.used_weights.add(weight_path)
+        if weight_path not in self.used_weights:
+            self.used_weights.add(weight_path)
+            arrays = self.saved.weights.get(weight_path)
+            self.layer_arrays[weight_path] = self._arrays(path, arrays, policy, class_name in CONV_LAYERS)
+        arrays = self.layer_arrays[weight_path]
+        if arrays is None and self.saved.weights.get(weight_path):
+            return None  # its values do not fit its dtype: said once
         shapes = tuple(t.value.shape for t in inputs)
         call = LayerCall(name, class_name, config, path, shapes, arrays, policy, self.problems)
         before = len(self.problems.found)
@@ -479,7 +585,42 @@ class _KerasGraphReader:
             return None
         if result is None:  # a parser that refuses must say why
             raise InternalError(f"the {class_name} parser refused layer {name!r} without naming a problem")
-        return self._add_nodes(scope.names + name, class_name, [result], inputs, node_index, policy, path)
+        return self._add_nodes(
+            scope.names + name, class_name, [result], inputs, node_index, policy, path, weight_path
+        )
+
+    def _arrays(
+        self, path: FieldPath, arrays: tuple[np.ndarray, ...] | None, policy: str, widen: bool
+    ) -> tuple[np.ndarray, ...] | None:
+        """A layer's weights (once, however often it is called), counted in the dtype the compiled
+        model holds them in, its compute dtype, against the weight-size limit before any is
+        widened (an int8 kernel of a float32 layer takes four times its file's bytes), and
+        integer values checked against that dtype. They stay integers (the planner widens each
+        in the one pass that lays it out), except where `widen`: a transposed convolution's
+        validator, which specs share, would make float64 of them. None: values do not fit."""
+        if not arrays:
+            return arrays
+        dtype = np.dtype(compute_dtype(policy))
+        self.weight_bytes += sum(int(a.size) for a in arrays) * dtype.itemsize
+        if self.weight_bytes > self.max_weight_bytes:
+            self.abandon(
+                path,
+                f"the weights up to this layer take {self.weight_bytes:,} bytes as {dtype}; "
+                f"the limit is {self.max_weight_bytes:,} (--max-weight-size)",
+            )
+        checked = []
+        for index, array in enumerate(arrays):
+            if array.dtype.kind not in "iub":
+                checked.append(array)
+                continue
+            largest = max(-float(array.min()), float(array.max())) if array.size else 0.0
+            if largest > float(np.finfo(dtype).max):
+                self.fail(
+                    path, f"weight {index} holds values beyond the {dtype} range (|x| up to {largest:.4g})"
+                )
+                return None
+            checked.append(array.astype(dtype) if widen else array)
+        return tuple(checked)
 
     def _operation(
         self,
@@ -513,16 +654,23 @@ class _KerasGraphReader:
         node_index: int,
         policy: str,
         path: FieldPath,
+        layer: str = "",
     ) -> list[_Tensor] | None:
         outputs = []
         for index, (op, shape) in enumerate(results):
-            if any(size is not None and size > MAX_SIZE for size in shape):
-                self.fail(
-                    path, f"the output shape {shape_text(shape)} has a size beyond {MAX_SIZE:,} (int32)"
-                )
+            least = least_lengths(op, [t.least for t in inputs], shape)
+            problem = size_problem(shape, least)
+            if problem is not None:
+                least_shape = (shape[0], *least[1:]) if shape else ()
+                dynamic = "" if None not in shape[1:] else f" (at least {shape_text(least_shape)})"
+                self.fail(path, f"the output shape {shape_text(shape)}{dynamic} {problem}")
                 return None
+            if len(self.nodes) >= MAX_LAYERS:
+                self.abandon(path, _TOO_MANY_CALLS)
             value_name = name + (f":{node_index}" if node_index else "") + (f"#{index}" if index else "")
             output = Value(value_name, shape, compute_dtype(policy))
-            self.nodes.append(Node(name, kind, op, tuple(t.value.name for t in inputs), output, policy))
-            outputs.append(_Tensor(output, io_dtype(policy)))
+            self.nodes.append(
+                Node(name, kind, op, tuple(t.value.name for t in inputs), output, policy, layer)
+            )
+            outputs.append(_Tensor(output, io_dtype(policy), least))
         return outputs

@@ -1,13 +1,43 @@
 """Keras' output-shape arithmetic that layers and recorded `keras.ops` calls share: merging
-(elementwise broadcast), concatenation and reshaping. Pure functions of shapes (batch first, None
-where unknown); a mismatch raises `ShapeMismatch` with the message the caller reports."""
+(elementwise broadcast), concatenation and reshaping; and the size check every layer's output
+passes (`size_problem`), with the least lengths a dynamic axis can have (`least_lengths`). Pure
+functions of shapes (batch first, None where unknown); a mismatch raises `ShapeMismatch` with the
+message the caller reports."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
-from deconv_compiler.ir import Shape
+from deconv_compiler.ir import (
+    ActivationOp,
+    BatchNormOp,
+    ClipOp,
+    ConcatenateOp,
+    DenseOp,
+    EluOp,
+    GroupNormOp,
+    IdentityOp,
+    LayerNormOp,
+    LeakyReluOp,
+    MergeOp,
+    NormalizeOp,
+    Op,
+    PadOp,
+    PermuteOp,
+    PReluOp,
+    ReluOp,
+    RescaleOp,
+    ScalarOp,
+    Shape,
+    SoftmaxOp,
+    UnitNormOp,
+    UpSampleOp,
+)
+from deconv_compiler.limits import MAX_ELEMENTS, MAX_SIZE
+
+Lengths = tuple[int, ...]  # a shape's least possible sizes: known ones as they are, dynamic ones >= 1
 
 
 class ShapeMismatch(ValueError):
@@ -70,3 +100,62 @@ def reshaped_shape(shape: Shape, target: Sequence[int]) -> Shape:
         elif total != fixed:
             raise ShapeMismatch(f"cannot reshape {dims(shape)} ({total} values) to {list(target)}")
     return (shape[0], *out)
+
+
+# --- sizes: every tensor's lengths fit int32 and its values per batch item MAX_ELEMENTS ----------
+
+# Ops whose output has their (first) input's shape, axis for axis: a dynamic length keeps its least.
+_SAME_SHAPE = (
+    BatchNormOp, ClipOp, EluOp, GroupNormOp, IdentityOp, LayerNormOp, LeakyReluOp, MergeOp, NormalizeOp,
+    PReluOp, ReluOp, RescaleOp, ScalarOp, SoftmaxOp, UnitNormOp,
+)  # fmt: skip
+
+
+def least_lengths(op: Op, inputs: Sequence[Lengths], shape: Shape) -> Lengths:
+    """The least sizes `shape` (an output of `op`, called on tensors whose least sizes are
+    `inputs`) can have: its known sizes; where it is dynamic, what the op adds to the least input
+    (padding, upsampling, concatenation), else 1. A lower bound, never more than the truth."""
+    if None not in shape:
+        return cast(Lengths, shape)  # every size known
+    rank = len(shape)
+    carried: list[int] = [1] * rank
+    first = inputs[0] if inputs else ()
+    if len(first) == rank:
+        if isinstance(op, _SAME_SHAPE) or (isinstance(op, ActivationOp) and op.activation != "glu"):
+            same_rank = [s for s in inputs if len(s) == rank]
+            carried = (
+                list(first) if len(same_rank) == 1 else [max(sizes) for sizes in zip(*same_rank, strict=True)]
+            )
+        elif isinstance(op, DenseOp):
+            carried = [*first[:-1], 1]
+        elif isinstance(op, UpSampleOp):
+            carried = list(first)
+            for axis, factor in zip(op.axes, op.factors, strict=True):
+                carried[axis] = first[axis] * factor
+        elif isinstance(op, PadOp):  # cropping's amounts are negative
+            carried = list(first)
+            for axis, begin, end in zip(op.axes, op.begins, op.ends, strict=True):
+                carried[axis] = max(first[axis] + begin + end, 1)
+        elif isinstance(op, ConcatenateOp):
+            carried = [max(s[a] for s in inputs) for a in range(rank)]
+            carried[op.axis] = sum(s[op.axis] for s in inputs)
+        elif isinstance(op, PermuteOp):
+            carried = [first[a] for a in op.perm]
+    return tuple(size if size is not None else carried[a] for a, size in enumerate(shape))
+
+
+def known_lengths(shape: Shape) -> Lengths:
+    """A model input's least sizes: a dynamic length may be 1."""
+    return tuple(1 if size is None else size for size in shape)
+
+
+def size_problem(shape: Shape, least: Lengths) -> str | None:
+    """Why a tensor of `shape` (least sizes `least`) is refused, or None: a length beyond int32 (a
+    dynamic one included, as it is at least `least`), or more than MAX_ELEMENTS values per batch
+    item."""
+    if any(size > MAX_SIZE for size in least):
+        return f"has a size beyond {MAX_SIZE:,} (int32)"
+    values = math.prod(least[1:])
+    if values > MAX_ELEMENTS:
+        return f"holds {values:,} values per batch item (the limit is {MAX_ELEMENTS:,})"
+    return None

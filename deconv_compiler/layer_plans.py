@@ -73,7 +73,7 @@ def _conv_transpose(p: PlanContext, node: Node, op: ConvTransposeOp) -> None:
         requested = p.tuned[node.name]
     strategy = choose_strategy(op.layer, requested, p.options.target, dtype)
     p.strategies[node.name] = strategy
-    conv = plan_conv(op.layer, op.weights, dtype, p.options.target, strategy)
+    conv = p.shared(node.name, plan_conv(op.layer, op.weights, dtype, p.options.target, strategy))
     scope = node.name  # a shared layer's later calls get `layer/Op_1`...: names stay unique
     x = p.operand(scope, node.inputs[0], dtype, conv.layout)
     out = p.new_id()

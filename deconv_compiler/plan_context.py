@@ -1,13 +1,14 @@
 """What the op planners share: the planning state (`PlanContext`: the steps so far, each tensor's
-layout and dtype, Transposes and Casts made once), the layout helpers, the weight cast that refuses
-overflow, the small step helpers, and `registrar`, which makes the decorator that files an op
-planner in its module's own table."""
+layout and dtype, Transposes and Casts made once, each layer's weights made once however often
+it is called), the layout helpers, the weight cast that refuses overflow, the small step helpers,
+and `registrar`, which makes the decorator that files an op planner in its module's own table."""
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from deconv_compiler.errors import CompileError
 from deconv_compiler.ir import Graph, Node
 from deconv_compiler.options import CompileOptions
 from deconv_compiler.plan import ActivationStep, CastStep, Constant, NodeStep, Perm, Step, ViewStep
+
+T = TypeVar("T")
 
 # --- layouts and weights -------------------------------------------------------------------------
 
@@ -35,18 +38,65 @@ def channels_last_layout(data_format: str, tensor_rank: int) -> Perm:
     return (0, *range(2, tensor_rank), 1)
 
 
-def cast_weights(layer: str, tensor: str, array: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
-    """Weights in the layer's dtype; values the dtype cannot hold (an initializer's constant
-    of 1e300 in float32, a Keras weight of 1e5 compiled in float16) are an error, not infinities."""
-    with np.errstate(over="ignore"):
-        cast = array.astype(dtype, copy=False)
-    if not np.isfinite(cast).all():
-        largest = float(np.max(np.abs(array)))
+def cast_weights(
+    layer: str, tensor: str, array: np.ndarray, dtype: np.dtype[Any], contiguous: bool = False
+) -> np.ndarray:
+    """Weights in the layer's dtype (`contiguous`: C-ordered, cast and laid out in one pass, as an
+    integer kernel is widened straight to its dtype); values the dtype cannot hold (an
+    initializer's constant of 1e300 in float32, a Keras weight of 1e5 compiled in float16) are an
+    error, not infinities."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = np.asarray(array, dtype=dtype, order="C") if contiguous else array.astype(dtype, copy=False)
+    if not all_finite(cast):
+        largest = max(-float(np.min(array)), float(np.max(array)))
         raise CompileError(
             f"layer {layer!r}: its {tensor} holds values beyond the {dtype} range (|x| up to "
             f"{largest:.4g}); compile it in a wider dtype (--dtype) or check the initializer's arguments"
         )
     return cast
+
+
+_CHUNK = 2**20
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """No NaN or infinity, checked a chunk at a time: no mask as large as a big kernel."""
+    if array.dtype.kind != "f":
+        return True
+    flat = array.reshape(-1)
+    return all(np.isfinite(flat[i : i + _CHUNK]).all() for i in range(0, flat.size, _CHUNK))
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal arrays, bit for bit (so -0.0 is not 0.0)."""
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    flat_a, flat_b = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
+    return bool(np.array_equal(flat_a.view(np.uint8), flat_b.view(np.uint8)))
+
+
+def _interned(value: Any, pool: list[np.ndarray]) -> Any:
+    """`value` (frozen plan data: dataclasses, tuples, arrays) with each array replaced by an equal
+    one of `pool` (added to it when new); unchanged parts stay the same objects."""
+    if isinstance(value, np.ndarray):
+        same = next((array for array in pool if same_values(array, value)), None)
+        if same is None:
+            pool.append(value)
+            return value
+        return same
+    if is_dataclass(value) and not isinstance(value, type):
+        changed = {
+            f.name: new
+            for f in fields(value)
+            if f.init and (new := _interned(getattr(value, f.name), pool)) is not getattr(value, f.name)
+        }
+        return replace(value, **changed) if changed else value
+    if type(value) is tuple:
+        items = tuple(_interned(item, pool) for item in value)
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
 
 
 # --- the planning state ------------------------------------------------------------------------
@@ -67,6 +117,15 @@ class PlanContext:
     aliases: dict[str, str] = field(default_factory=dict)  # IR value → tensor id
     converted: dict[tuple[str, Perm | str], str] = field(default_factory=dict)
     counter: int = 0
+    # Named weights made so far, by the layer object (`Node.weights_of`), the name after the
+    # node's scope (`/kernel`) and dtype: a shared layer's calls (a conv called 300 times, a nested
+    # model called twice) get its one constant, which the builder writes once.
+    weights: dict[tuple[str, str, str], list[Constant]] = field(default_factory=dict)
+    layer_arrays: dict[str, list[np.ndarray]] = field(default_factory=dict)  # the same, in layer plans
+
+    def __post_init__(self) -> None:
+        # node name → the layer object whose weights it uses (`Node.weights_of`)
+        self.weights_of = {node.name: node.weights_of for node in self.graph.nodes}
 
     def new_id(self) -> str:
         self.counter += 1
@@ -124,12 +183,29 @@ class PlanContext:
         self.layouts[tensor] = layout
 
     def floats(self, layer: str, array: Any, dtype: str, name: str | None = None) -> Constant:
-        """A constant of `layer` in its compute dtype; one that overflows it is an error, not an infinity."""
+        """A constant of `layer` in its compute dtype; one that overflows it is an error, not an
+        infinity. A named one (a weight) is made once: a later call of the layer with the same
+        values gets the same constant."""
         value = np.asarray(array)
-        if not np.issubdtype(value.dtype, np.floating):
-            value = value.astype(np.float64)
-        cast = cast_weights(layer, name or "constant", value, np.dtype(dtype))
-        return Constant(np.ascontiguousarray(cast), name)
+        if name is None:
+            if not np.issubdtype(value.dtype, np.floating):
+                value = value.astype(np.float64)
+            return Constant(cast_weights(layer, "constant", value, np.dtype(dtype), contiguous=True))
+        cast = cast_weights(layer, name, value, np.dtype(dtype), contiguous=True)
+        owner = self.weights_of.get(layer, layer)
+        made = self.weights.setdefault((owner, name.removeprefix(layer), dtype), [])
+        same = next((constant for constant in made if same_values(constant.value, cast)), None)
+        if same is not None:
+            return same  # this call's copy is dropped here: the plan holds one
+        made.append(Constant(cast, name))
+        return made[-1]
+
+    def shared(self, layer: str, made: T) -> T:
+        """`made` (a layer's frozen plan, its weights in it) holding, for each of its arrays, the
+        equal one an earlier call of the layer planned (calls on other sizes too): the plan holds
+        one copy, and the builder writes it once."""
+        pool = self.layer_arrays.setdefault(self.weights_of.get(layer, layer), [])
+        return typing.cast(T, _interned(made, pool))
 
 
 # --- op planners and their tables ---------------------------------------------------------------
