@@ -7,13 +7,16 @@ Only the commands that build or run a model import onnx and onnxruntime: `--help
 
 from __future__ import annotations
 
+import atexit
 import json
+import math
+import os
 import signal
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -22,10 +25,10 @@ import click
 import numpy as np
 
 import deconv_compiler
-from deconv_compiler.errors import DeconvError, DeconvWarning, InvalidInput, RuntimeFailure
+from deconv_compiler.errors import DeconvError, DeconvWarning, InvalidInput, RuntimeFailure, shown
 from deconv_compiler.frontend import file_kind, load_model
 from deconv_compiler.ir import Graph
-from deconv_compiler.limits import MAX_WEIGHT_BYTES
+from deconv_compiler.limits import MAX_INPUT_BYTES, MAX_WEIGHT_BYTES
 from deconv_compiler.options import (
     DEFAULT_OPSET,
     DTYPE_CHOICES,
@@ -34,15 +37,19 @@ from deconv_compiler.options import (
     TARGET_CHOICES,
     CompileOptions,
 )
+from deconv_compiler.output_file import atomic_output, check_output
 from deconv_compiler.runtime import CONV_ALGO_SEARCHES, OPTIMIZATION_LEVELS, SessionConfig
 from deconv_compiler.strategies import CHOICES
 
 if TYPE_CHECKING:
     import onnx
 
+    from deconv_compiler.inspection import RunInput
+
 EXIT_RUNTIME = 1
 EXIT_INTERNAL = 1
 EXIT_INPUT = 2
+MAX_RUN_TIMEOUT_S = 10**6  # about 11 days: a finite wait for the watchdog thread
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -143,10 +150,24 @@ def session_options(func: F) -> F:
         click.option(
             "--tf32/--no-tf32", default=True, show_default=True, help="CUDA: allow TF32 math for float32."
         ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, max=MAX_RUN_TIMEOUT_S, min_open=True),
+            default=None,
+            callback=_a_number_of_seconds,
+            help="Stop a run of the model that lasts longer than this many seconds (exit code 2); "
+            "checked before each node, so a Loop with a huge trip count stops too.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _a_number_of_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and math.isnan(value):  # FloatRange lets nan through: it compares false
+        raise click.BadParameter("nan is not a number of seconds", ctx, param)
+    return value
 
 
 def _session_config(kwargs: dict[str, Any]) -> SessionConfig:
@@ -157,6 +178,7 @@ def _session_config(kwargs: dict[str, Any]) -> SessionConfig:
         optimization=kwargs["opt_level"],
         cudnn_conv_algo_search=kwargs["cudnn_conv_algo_search"],
         use_tf32=kwargs["tf32"],
+        timeout_s=kwargs["timeout"],
     )
 
 
@@ -165,8 +187,24 @@ def _session_config(kwargs: dict[str, Any]) -> SessionConfig:
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 def main(debug: bool) -> None:
     """Compile Keras transposed-convolution specs (YAML or JSON) and saved Keras models to ONNX."""
-    # SIGTERM unwinds like an exception, so a half-written output's temporary is removed
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so a half-written output's
+    # temporary is removed at once
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _unwind)
+
+
+def _unwind(signum: int, frame: object) -> None:
+    """Raise SystemExit so that `finally` blocks run; once they have, end the process without
+    the rest of the interpreter's teardown: onnxruntime's threads, stopped mid-run, can abort the
+    process from their C++ destructors ("terminate called without an active exception")."""
+    atexit.register(_exit_now, 128 + signum)
+    sys.exit(128 + signum)
+
+
+def _exit_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class ByteSize(click.ParamType):
@@ -207,6 +245,15 @@ weights_option = click.option(
 )
 
 
+weights_root_option = click.option(
+    "--weights-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The folder a spec's weights: files must lie inside, symbolic links followed; paths stay "
+    "relative to the spec (default: the spec's own folder).",
+)
+
+
 dtype_option = click.option(
     "--dtype",
     type=click.Choice(DTYPE_CHOICES),
@@ -219,11 +266,12 @@ dtype_option = click.option(
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @weights_option
+@weights_root_option
 @max_weight_option
-def validate(spec: Path, weights: Path | None, max_weight_size: int) -> None:
+def validate(spec: Path, weights: Path | None, weights_root: Path | None, max_weight_size: int) -> None:
     """Check SPEC (or a saved Keras model) without building anything; list every problem found."""
     with _reported_errors(writes=False):
-        loaded = load_model(spec, weights, max_weight_size)
+        loaded = load_model(spec, weights, max_weight_size, weights_root=weights_root)
     click.echo(f"{spec}: ok: {_describe(loaded)}")
 
 
@@ -251,6 +299,7 @@ def validate(spec: Path, weights: Path | None, max_weight_size: int) -> None:
 )
 @dtype_option
 @weights_option
+@weights_root_option
 @max_weight_option
 def compile_command(
     spec: Path,
@@ -261,14 +310,15 @@ def compile_command(
     strategy: str | None,
     dtype: str | None,
     weights: Path | None,
+    weights_root: Path | None,
     max_weight_size: int,
 ) -> None:
     """Compile SPEC (a spec file, or a saved Keras model: .keras, .h5, config JSON + --weights) to an
     ONNX model at OUTPUT (written only if everything succeeds)."""
-    _check_output_path(output, spec)
     with _reported_errors():
+        check_output(output, [spec] if weights is None else [spec, weights])  # before reading them
         started = time.perf_counter()
-        loaded = load_model(spec, weights, max_weight_size)
+        loaded = load_model(spec, weights, max_weight_size, weights_root=weights_root)
         options = CompileOptions(opset, target, strategy, weight_seed, dtype).resolved()
         from deconv_compiler.compiler import compile_to_file
 
@@ -288,7 +338,10 @@ def compile_command(
 @click.option("--random", "random_input", is_flag=True, help="Feed a random input of the model's shape.")
 @click.option("--shape", help="Sizes for dynamic dimensions with --random, e.g. 1,16,16,8.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --random.")
-@click.option("--output", type=click.Path(path_type=Path), help="Save the output array (.npy).")
+@click.option(
+    "--output", type=click.Path(path_type=Path), help="Save the output array in .npy format, under this name."
+)
+@weights_root_option
 @session_options
 def run(
     model_or_spec: Path,
@@ -297,6 +350,7 @@ def run(
     shape: str | None,
     seed: int,
     output: Path | None,
+    weights_root: Path | None,
     **session: Any,
 ) -> None:
     """Run a model (or a spec, compiled in memory) once on onnxruntime."""
@@ -304,23 +358,24 @@ def run(
 
     if (input_path is None) == (not random_input):
         _fail("give exactly one of --input FILE or --random")
+    named = [model_or_spec] if input_path is None else [model_or_spec, input_path]
     if output is not None:
-        _check_output_path(output, model_or_spec)
+        with _reported_errors():
+            check_output(output, named)
     config = _session_config(session)
     with _reported_errors(writes=False):
-        model = _model_for(model_or_spec, config)
-        feeds = {}
-        rng = np.random.default_rng(seed)
-        for index, declared in enumerate(model.graph.input):
-            dtype = _np_dtype(declared.type.tensor_type.elem_type)
-            dims = _declared_dims(model, index)
-            if random_input:  # --shape sizes the first input; a model's further inputs need static shapes
-                given = shape if index == 0 else None
-                feeds[declared.name] = rng.standard_normal(_concrete_shape(dims, given)).astype(dtype)
-            else:
-                assert input_path is not None
-                feeds[declared.name] = _read_input(input_path, declared.name, dims, dtype)
-        result = run_model(model, feeds, config)
+        model, read = _model_for(model_or_spec, config, weights_root)
+        inputs = _run_inputs(model, model_or_spec)
+        if random_input:  # --shape sizes the first input; a model's further inputs need static shapes
+            sizes = [
+                _concrete_shape(list(d.dims), shape if i == 0 else None, None if i == 0 else d.name)
+                for i, d in enumerate(inputs)
+            ]
+            feeds = _random_inputs(np.random.default_rng(seed), inputs, sizes)
+        else:
+            assert input_path is not None
+            feeds = {i.name: _read_input(input_path, i.name, list(i.dims), i.dtype) for i in inputs}
+        result = run_model(model, feeds, config, model_or_spec.parent)
     for name, y in result.outputs.items():
         peak = float(np.max(np.abs(y))) if y.size else 0.0
         label = "output" if len(result.outputs) == 1 else f"output {name}"
@@ -332,7 +387,8 @@ def run(
     _report_cpu_nodes(result.provider, result.cpu_nodes)
     _note_float16_on_cpu(model, result.provider)
     if output is not None:
-        np.save(output, y)
+        with _reported_errors(), atomic_output(output, [*named, *read]) as handle:
+            np.lib.format.write_array(handle, y, allow_pickle=False)  # np.save would append .npy
         click.echo(f"wrote {output}")
 
 
@@ -354,6 +410,7 @@ def run(
 @opset_option
 @dtype_option
 @weights_option
+@weights_root_option
 @session_options
 def check(
     spec: Path,
@@ -363,6 +420,7 @@ def check(
     opset: int,
     dtype: str | None,
     weights: Path | None,
+    weights_root: Path | None,
     **session: Any,
 ) -> None:
     """Compile SPEC (or a saved Keras model), run it on random input and compare every output with
@@ -371,7 +429,7 @@ def check(
 
     config = _session_config(session)
     with _reported_errors(writes=False):
-        graph = load_model(spec, weights)
+        graph = load_model(spec, weights, weights_root=weights_root)
         given = None if shape is None else _concrete_shape(list(graph.inputs[0].shape), shape)
         options = CompileOptions(opset=opset, dtype=dtype)
         report = check_graph(
@@ -416,6 +474,7 @@ def inspect(model: Path, as_json: bool) -> None:
     "--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs per batch size."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@weights_root_option
 @session_options
 def bench(
     model_or_spec: Path,
@@ -424,6 +483,7 @@ def bench(
     warmup: int,
     iters: int,
     as_json: bool,
+    weights_root: Path | None,
     **session: Any,
 ) -> None:
     """Time a model (or a spec): latency percentiles, throughput, GFLOP/s of the transposed convolutions."""
@@ -432,18 +492,18 @@ def bench(
     config = _session_config(session)
     results = []
     with _reported_errors(writes=False):
-        model = _model_for(model_or_spec, config)
-        declared = model.graph.input[0]
-        dtype = _np_dtype(declared.type.tensor_type.elem_type)
-        dims = _declared_dims(model)
+        model, _ = _model_for(model_or_spec, config, weights_root)
+        declared = _bench_input(model, model_or_spec)
+        dims = list(declared.dims)
         batches = _batch_sizes(batch, dims, shape)
         for size in batches:
             with_batch = [size, *dims[1:]]
             given = None if shape is None else ",".join([str(size), *shape.split(",")[1:]])
-            x = np.random.default_rng(0).standard_normal(_concrete_shape(with_batch, given)).astype(dtype)
+            sizes = _concrete_shape(with_batch, given)
+            (x,) = _random_inputs(np.random.default_rng(0), [declared], [sizes]).values()
             progress = _Progress(iters, quiet=as_json, label=f"batch {size}")
             try:
-                results.append(benchmark(model, x, config, warmup, iters, progress))
+                results.append(benchmark(model, x, config, warmup, iters, progress, model_or_spec.parent))
             finally:
                 progress.close()
     if as_json:
@@ -532,36 +592,80 @@ def _describe(loaded: Graph) -> str:
     return f"{layers}, input {shown_in} -> output {shown_out}"
 
 
-def _check_output_path(output: Path, source: Path) -> None:
-    if output.exists() and output.is_dir():
-        _fail(f"output {output} is a directory")
-    if not output.parent.exists() and str(output.parent) not in ("", "."):
-        _fail(f"output directory {output.parent} does not exist")
-    if output.exists() and source.exists() and output.resolve() == source.resolve():
-        _fail(f"output {output} is the input file itself")
-
-
-def _model_for(path: Path, config: SessionConfig) -> onnx.ModelProto:
+def _model_for(
+    path: Path, config: SessionConfig, weights_root: Path | None = None
+) -> tuple[onnx.ModelProto, tuple[Path, ...]]:
     """An .onnx file as it is, or a spec or Keras model compiled for the provider that will run
-    it (a CUDA run gets the CUDA-resident lowering)."""
+    it (a CUDA run gets the CUDA-resident lowering); and the files read (a spec's weights too)."""
     from deconv_compiler.compiler import compile_model
-    from deconv_compiler.inspection import load_onnx
+    from deconv_compiler.inspection import external_data_files, load_onnx
 
     kind = file_kind(path)
     if kind == "onnx":
-        return load_onnx(path)
-    graph = load_model(path, None, MAX_WEIGHT_BYTES, kind)
-    return compile_model(graph, CompileOptions(target=config.provider))
+        model = load_onnx(path, external_data_needed=True)
+        return model, (path, *external_data_files(model, path))
+    graph = load_model(path, None, MAX_WEIGHT_BYTES, kind, weights_root)
+    return compile_model(graph, CompileOptions(target=config.provider)), graph.sources
 
 
-def _declared_dims(model: onnx.ModelProto, index: int = 0) -> list[int | None]:
-    declared = model.graph.input[index].type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") else None for d in declared]
+def _run_inputs(model: onnx.ModelProto, path: Path) -> tuple[RunInput, ...]:
+    from deconv_compiler.inspection import run_inputs
+
+    return run_inputs(model, path)
 
 
-def _concrete_shape(dims: list[int | None], given: str | None) -> tuple[int, ...]:
+def _bench_input(model: onnx.ModelProto, path: Path) -> RunInput:
+    """The one input bench feeds: it times a model of one input with a batch axis."""
+    inputs = _run_inputs(model, path)
+    if len(inputs) != 1:
+        names = f" ({', '.join(shown(i.name) for i in inputs[:8])}{', ...' if len(inputs) > 8 else ''})"
+        _fail(
+            f"{path}: the model has {len(inputs)} inputs{names if inputs else ''}; bench times models "
+            "of one input (time others with `deconvc run --timeout ...`)"
+        )
+    if not inputs[0].dims:
+        _fail(f"{path}: input {shown(inputs[0].name)} is a scalar; bench needs a batch axis")
+    return inputs[0]
+
+
+def _random_inputs(
+    rng: np.random.Generator, inputs: Sequence[RunInput], sizes: Sequence[tuple[int, ...]]
+) -> dict[str, np.ndarray]:
+    """Standard-normal values for each input, in order; refused before anything is allocated when
+    they would take more than MAX_INPUT_BYTES together. Drawn in chunks (the same numbers as one
+    draw), so no float64 copy of a whole input is ever made."""
+    total = 0
+    for declared, shape in zip(inputs, sizes, strict=True):
+        total += math.prod(shape) * declared.dtype.itemsize
+        if total > MAX_INPUT_BYTES:
+            _fail(
+                f"input {shown(declared.name)} of shape {_dims_text(list(shape))} {declared.dtype.name} "
+                f"would make the random inputs take {total / 2**30:,.1f} GiB; "
+                f"the limit is {MAX_INPUT_BYTES / 2**30:g} GiB"
+            )
+    feeds = {}
+    for declared, shape in zip(inputs, sizes, strict=True):
+        values = np.empty(shape, declared.dtype)
+        flat = values.reshape(-1)
+        for start in range(0, flat.size, _RANDOM_CHUNK):
+            flat[start : start + _RANDOM_CHUNK] = rng.standard_normal(min(_RANDOM_CHUNK, flat.size - start))
+        feeds[declared.name] = values
+    return feeds
+
+
+_RANDOM_CHUNK = 2**20
+
+
+def _concrete_shape(dims: list[int | None], given: str | None, name: str | None = None) -> tuple[int, ...]:
+    """The input's sizes: `dims`, with `given` (--shape) for the dynamic ones. `name`: an input
+    after the first, which --shape does not size."""
     if given is None:
         if None in dims:
+            if name is not None:
+                _fail(
+                    f"input {shown(name)} has dynamic dimensions {_dims_text(dims)}: --shape sizes only the "
+                    "first input; give them all with --input FILE.npz"
+                )
             _fail(f"the model's input has dynamic dimensions {_dims_text(dims)}: give --shape")
         return tuple(d for d in dims if d is not None)
     try:
@@ -592,37 +696,31 @@ def _batch_sizes(batch: str | None, dims: list[int | None], shape: str | None = 
 
 
 def _read_input(path: Path, name: str, dims: list[int | None], dtype: Any) -> np.ndarray:
-    from deconv_compiler.weights import pickle_refusal
+    """The model input `name` from `--input` (an .npy, or an .npz by input name), through
+    `array_file`: a regular file, its header checked against the model's input before any data
+    is read, then cast to the input's dtype (no copy when it already is)."""
+    from deconv_compiler.array_file import ArrayFileError, open_array_file
 
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        _fail(f"cannot read input {path}: {pickle_refusal(exc)}")
-    if isinstance(loaded, np.ndarray):
-        x = loaded
-    else:
-        with loaded as archive:
-            if name not in archive.files:
+        with open_array_file(path, str(path), MAX_INPUT_BYTES) as arrays:
+            member = "" if arrays.kind == "npy" else name
+            if member not in arrays.names:
                 _fail(
                     f"input {path} has no array named {name!r} (the model's input); "
-                    f"it has: {', '.join(archive.files) or 'none'}"
+                    f"it has: {', '.join(arrays.names) or 'none'}"
                 )
-            try:
-                x = archive[name]
-            except ValueError as exc:
-                _fail(f"cannot read {name!r} from {path}: {pickle_refusal(exc)}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        _fail(f"input {path} holds {x.dtype} values; the model expects numbers ({np.dtype(dtype).name})")
-    if x.ndim != len(dims) or any(d is not None and d != s for d, s in zip(dims, x.shape, strict=False)):
-        _fail(f"input {path} has shape {x.shape}; the model expects {_dims_text(dims)}")
-    return x.astype(dtype)
+            header = arrays.header(member)
+            shape = header.shape
+            fits = len(shape) == len(dims) and all(d in (None, s) for d, s in zip(dims, shape, strict=True))
+            if not fits:
+                _fail(f"input {path} has shape {shape}; the model expects {_dims_text(dims)}")
+            x = arrays.read(member, header)
+    except ArrayFileError as exc:
+        _fail(f"cannot read input {exc}")
+    except MemoryError:
+        _fail(f"cannot read input {path}: not enough memory")
+    return x.astype(dtype, copy=False)
 
 
 def _dims_text(dims: list[int | None]) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in dims) + ")"
-
-
-def _np_dtype(elem_type: int) -> np.dtype[Any]:
-    from onnx import helper
-
-    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
