@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+from deconv_compiler.errors import Problem, SpecError
 from deconv_compiler.ir import Graph
 from deconv_compiler.limits import MAX_WEIGHT_BYTES
 
@@ -57,6 +58,17 @@ def load_model(
     path = Path(path)
     if kind is None:
         kind = file_kind(path, None if weights is None else Path(weights))
+    if kind == "onnx" and path.suffix.lower() == ".onnx":  # other binary files: the spec reader says why
+        raise SpecError(
+            [
+                Problem(
+                    (),
+                    "is an ONNX model, which has no Keras layers to read: this command takes a spec or a "
+                    "saved Keras model (inspect, run and bench take ONNX files)",
+                    str(path),
+                )
+            ]
+        )
     if kind == "keras":
         from deconv_compiler.keras_model import load_keras_model
 

@@ -94,6 +94,32 @@ def test_compile_seed_example(seed_model: Path) -> None:
     assert float(np.min(y)) >= 0.0  # relu
 
 
+@pytest.mark.parametrize("command", ["validate", "compile", "check"])
+def test_an_onnx_model_given_where_a_spec_is_expected_is_named_as_such(
+    seed_model: Path, tmp_path: Path, command: str
+) -> None:
+    extra = ["-o", str(tmp_path / "again.onnx")] if command == "compile" else []
+    result = CliRunner().invoke(main, [command, str(seed_model), *extra])
+    assert result.exit_code == 2
+    assert f"{seed_model}: is an ONNX model, which has no Keras layers to read" in result.output
+    assert not (tmp_path / "again.onnx").exists()
+
+
+def test_python_dash_m_runs_the_command_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "deconv_compiler", "validate", "specs/seed_example.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("specs/seed_example.yaml: ok: 1 layer")
+    usage = subprocess.run(
+        [sys.executable, "-m", "deconv_compiler", "--help"], capture_output=True, text=True
+    )
+    assert usage.stdout.startswith("Usage: deconvc ")
+
+
 def test_compile_reports_what_it_wrote(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     result = invoke("compile", SEED_EXAMPLE, "-o", out)
