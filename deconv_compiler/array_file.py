@@ -31,7 +31,7 @@ from typing import IO, Any, Literal, cast
 import numpy as np
 
 from deconv_compiler.errors import DeconvError, shown
-from deconv_compiler.zip_members import ZipMemberError, copy_member, member_info, open_member
+from deconv_compiler.zip_members import ZipMemberError, copy_member, open_member
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"
@@ -39,14 +39,12 @@ MAX_HEADER_BYTES = 10_000  # numpy's own bound (max_header_size); real headers t
 MAX_DIMS = 32  # numpy 1.x's limit; numpy 2 allows 64, but no weight or input has more than 6
 # the length field after the 8-byte magic: 2 bytes in format 1.0, 4 bytes in 2.0 and 3.0
 _LENGTH_FIELD = {(1, 0): "<H", (2, 0): "<I", (3, 0): "<I"}
-_CHUNK = 2**20
 
 
 class ArrayFileError(DeconvError):
     """An array file, or one array in it, that is refused; the message names both."""
 
     def __init__(self, file: str, reason: str, array: str | None = None) -> None:
-        self.file, self.array, self.reason = file, array, reason
         super().__init__(f"{file}: {array}: {reason}" if array is not None else f"{file}: {reason}")
 
 
@@ -124,10 +122,10 @@ class ArrayFile:
         else:
             member = self._members[name]
             with _zip_errors(self.file, label):
-                info = member_info(self._archive, member, self.limit + MAX_HEADER_BYTES + 16)
+                # open_member refuses a member declaring more than the array, its header and magic
                 with open_member(self._archive, member, self.limit + MAX_HEADER_BYTES + 16) as stream:
                     header = _parse_header(stream, self.file, label)
-            available = info.file_size - header.offset
+            available = self._archive.getinfo(member).file_size - header.offset
         _check_header(header, available, self.limit, self.file, label)
         return header
 
@@ -203,9 +201,16 @@ def _reason(exc: Exception) -> str:
 def _open_zip(handle: io.BufferedReader, shown_as: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(handle)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, struct.error) as exc:
-        raise ArrayFileError(shown_as, f"is not a readable .npz (zip) archive: {exc}") from None
-    except (ValueError, OverflowError, OSError) as exc:  # offsets and counts a forged directory declares
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        EOFError,
+        struct.error,
+        ValueError,  # ValueError, OverflowError, OSError: offsets and counts a forged directory declares
+        OverflowError,
+        OSError,
+    ) as exc:
         raise ArrayFileError(shown_as, f"is not a readable .npz (zip) archive: {exc}") from None
 
 

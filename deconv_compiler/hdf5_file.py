@@ -669,7 +669,7 @@ def _send_dataset(conn: Connection, sock: socket.socket, obj: Any, dataset: Data
             block = np.empty(_selected_shape(dataset.shape, selection), dtype)
             if block.size:
                 obj.read_direct(block, source_sel=selection if selection else np.s_[()])
-        except (MemoryError, Exception) as exc:  # noqa: BLE001 - corrupt data: name the dataset
+        except Exception as exc:  # noqa: BLE001 - corrupt data (MemoryError included): name the dataset
             conn.send(("error", f"{dataset.path} cannot be read ({_reason(exc)})"))
             return False
         conn.send(("slab", block.nbytes))

@@ -184,13 +184,12 @@ def _non_utf8_string(message: Any) -> str | None:
             repeated = (
                 field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
             )
-            values = list(value) if repeated else [value]
-            if field.type == field.TYPE_STRING:
-                for index, item in enumerate(values):
+            if field.type == field.TYPE_STRING:  # only strings and messages: never a tensor's numbers
+                for index, item in enumerate(value if repeated else [value]):
                     if isinstance(item, bytes):
                         return f"{where}{field.name}" + (f"[{index}]" if repeated else "")
             elif field.type == field.TYPE_MESSAGE:
-                for index, item in enumerate(values):
+                for index, item in enumerate(value if repeated else [value]):
                     pending.append((item, f"{where}{field.name}" + (f"[{index}]." if repeated else ".")))
     return None
 

@@ -103,7 +103,3 @@ def call_arguments(call: Any) -> tuple[tuple[Any, ...], list[TensorRef]] | None:
             refs = [(c[0], c[1], c[2]) for c in call]
             return tuple(TensorArg(i) for i in range(len(refs))), refs
     return None
-
-
-def shape_text(shape: Shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"

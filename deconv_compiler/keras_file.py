@@ -149,17 +149,18 @@ def _read_archive(path: Path, shown_path: str, max_weight_bytes: int) -> SavedMo
             for member in ("config.json", "model.weights.h5"):
                 if member not in names:
                     raise _Refusal(f"is not a Keras model archive: it has no {member}")
-            member_info(archive, "model.weights.h5", max_weight_bytes + 2**24)  # refused before the rest
-            config = _json_object(_member(archive, "config.json", MAX_CONFIG_BYTES), "config.json")
+            weights_limit = max_weight_bytes + 2**24  # the weights and HDF5's own structures
+            member_info(archive, "model.weights.h5", weights_limit)  # refused before the rest
+            config = _json_object(read_member(archive, "config.json", MAX_CONFIG_BYTES), "config.json")
             version = None
             if "metadata.json" in names:
                 try:
-                    metadata = json.loads(_member(archive, "metadata.json", MAX_METADATA_BYTES))
+                    metadata = json.loads(read_member(archive, "metadata.json", MAX_METADATA_BYTES))
                     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
-                except (ValueError, RecursionError, _Refusal):
+                except (ValueError, RecursionError):  # ZipMemberError is a ValueError
                     version = None  # only informative
             with tempfile.TemporaryFile() as weights_file:  # unlinked: nothing left behind
-                copy_member(archive, "model.weights.h5", max_weight_bytes + 2**24, weights_file)
+                copy_member(archive, "model.weights.h5", weights_limit, weights_file)
                 weights_file.flush()
                 with _hdf5(weights_file.fileno(), "model.weights.h5 in the archive", max_weight_bytes) as h5:
                     weights = _keras3_weights(h5, config, max_weight_bytes)
@@ -170,13 +171,6 @@ def _read_archive(path: Path, shown_path: str, max_weight_bytes: int) -> SavedMo
     except OSError as exc:
         raise _Refusal(f"cannot read the archive: {exc}") from None
     return SavedModel(shown_path, "keras", config, weights, version if isinstance(version, str) else None)
-
-
-def _member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
-    data = read_member(archive, name, limit)
-    if len(data) > limit:
-        raise _Refusal(f"{name} in the archive is larger than {limit:,} bytes")
-    return data
 
 
 def _json_values(data: bytes | str) -> int:

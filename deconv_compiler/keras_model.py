@@ -49,13 +49,12 @@ from deconv_compiler.keras_config import (
     entry_name,
     model_entries,
     shape_or_none,
-    shape_text,
     tensor_refs,
 )
 from deconv_compiler.keras_file import MAX_NESTING, MODEL_CLASSES, SavedModel, read_saved_model
 from deconv_compiler.keras_layers import CONV_LAYERS, LAYER_PARSERS, SUPPORTED_TEXT
 from deconv_compiler.keras_ops import OP_PARSERS, SUPPORTED_OPS_TEXT, OpCall, is_op_entry, op_name
-from deconv_compiler.keras_shapes import Lengths, known_lengths, least_lengths, size_problem
+from deconv_compiler.keras_shapes import Lengths, dims, known_lengths, least_lengths, size_problem
 from deconv_compiler.limits import MAX_LAYERS, MAX_WEIGHT_BYTES
 
 # --- reading -----------------------------------------------------------------------------------
@@ -216,7 +215,7 @@ class _KerasGraphReader:
         least = known_lengths(shape)
         problem = size_problem(shape, least)
         if problem is not None:
-            self.fail((name,), f"the input shape {shape_text(shape)} {problem}")
+            self.fail((name,), f"the input shape {dims(shape)} {problem}")
             return None
         value = Value(name, shape, io_dtype(policy))
         self.inputs.append(value)
@@ -662,8 +661,8 @@ class _KerasGraphReader:
             problem = size_problem(shape, least)
             if problem is not None:
                 least_shape = (shape[0], *least[1:]) if shape else ()
-                dynamic = "" if None not in shape[1:] else f" (at least {shape_text(least_shape)})"
-                self.fail(path, f"the output shape {shape_text(shape)}{dynamic} {problem}")
+                dynamic = "" if None not in shape[1:] else f" (at least {dims(least_shape)})"
+                self.fail(path, f"the output shape {dims(shape)}{dynamic} {problem}")
                 return None
             if len(self.nodes) >= MAX_LAYERS:
                 self.abandon(path, _TOO_MANY_CALLS)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO
 
 # What Keras and numpy write. zipfile also reads bzip2 and lzma, but decompresses each 4 KiB of their
@@ -56,27 +58,27 @@ def open_member(archive: zipfile.ZipFile, name: str, limit: int) -> IO[bytes]:
 
 def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """The member's bytes, at most `limit` of them; a corrupt member is a `ZipMemberError`."""
-    try:
-        with open_member(archive, name, limit) as stream:
-            return stream.read(limit + 1)
-    except ZipMemberError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ZipMemberError(f"{name} is corrupt ({exc})") from None
-    except Exception as exc:  # zlib.error: corrupt compressed data
-        raise ZipMemberError(f"{name} is corrupt ({type(exc).__name__}: {exc})") from None
+    with _corrupt_as_refusal(name), open_member(archive, name, limit) as stream:
+        return stream.read(limit + 1)
 
 
 def copy_member(archive: zipfile.ZipFile, name: str, limit: int, target: IO[bytes]) -> None:
     """Stream the member into `target` in bounded chunks (never the whole member in memory)."""
+    with _corrupt_as_refusal(name), open_member(archive, name, limit) as stream:
+        shutil.copyfileobj(stream, target, CHUNK)
+
+
+@contextmanager
+def _corrupt_as_refusal(name: str) -> Iterator[None]:
+    """Errors of decompressing the member (BadZipFile for a bad CRC, zlib.error, EOFError) as a
+    `ZipMemberError`; an OSError with an errno (a disk full or gone) is not the archive's fault."""
     try:
-        with open_member(archive, name, limit) as stream:
-            shutil.copyfileobj(stream, target, CHUNK)
+        yield
     except ZipMemberError:
         raise
     except (zipfile.BadZipFile, EOFError) as exc:
         raise ZipMemberError(f"{name} is corrupt ({exc})") from None
-    except Exception as exc:  # zlib.error: corrupt compressed data
+    except Exception as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # the target's disk is full or gone: not the archive's fault
+            raise
         raise ZipMemberError(f"{name} is corrupt ({type(exc).__name__}: {exc})") from None

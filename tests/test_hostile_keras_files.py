@@ -415,7 +415,7 @@ def test_a_member_lying_about_its_size_is_cut_and_refused(tmp_path: Path) -> Non
         if data[i : i + 4] == b"PK\x01\x02" and struct.unpack_from("<I", data, i + 24)[0] == info.file_size:
             struct.pack_into("<I", data, i + 24, 1024)
     path.write_bytes(bytes(data))
-    assert_refused(tmp_path, [path], "model.weights.h5", [path])
+    assert_refused(tmp_path, [path], "model.weights.h5 is corrupt (Bad CRC-32", [path])
 
 
 def test_an_external_link_in_an_archive_weights_file_is_refused(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ refusal every file beside the inputs is byte for byte what it was, and nothing n
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -224,11 +225,16 @@ def test_output_may_not_be_a_directory_given_with_a_trailing_dot(
 # --- the temporary --------------------------------------------------------------------------------
 
 
-def test_a_link_planted_at_a_temporary_name_is_not_followed(tmp_path: Path, spec_with_weights: Path) -> None:
+def test_a_link_planted_at_a_temporary_name_is_not_followed(
+    tmp_path: Path, spec_with_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The old temporary name was predictable (`.NAME.PID.tmp`) and opened with O_TRUNC through any
-    link there. Links planted at it (for this process and a dead one) are never written through."""
+    link there. Links planted at it (for this process and a dead one) are never written through:
+    the random part is made predictable here, so the first name tried is the planted link."""
+    names = itertools.cycle(["0123abcd", "fedcba98"])  # every temporary tries the planted name first
+    monkeypatch.setattr("deconv_compiler.output_file.secrets.token_hex", lambda nbytes: next(names))
     out = tmp_path / "m.onnx"
-    own = tmp_path / f".m.onnx.{os.getpid()}.tmp"
+    own = tmp_path / f".m.onnx.{os.getpid()}.0123abcd.tmp"
     own.symlink_to(tmp_path / "canary.bin")
     dead = tmp_path / f".m.onnx.{_dead_pid()}.tmp"
     dead.symlink_to(tmp_path / "canary.bin")
