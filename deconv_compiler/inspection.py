@@ -257,6 +257,7 @@ def check_external_data(model: onnx.ModelProto, path: Path, files_needed: bool =
     folder = path.parent
     real_folder = Path(os.path.realpath(folder))
     judged: dict[str, str | None] = {}  # a location's problem, each location judged once
+    sizes: dict[str, int] = {}
     for claim in external_data(model):
         if not claim.locations:
             _refuse_external(path, claim, "", "names no location")
@@ -269,8 +270,9 @@ def check_external_data(model: onnx.ModelProto, path: Path, files_needed: bool =
             if problem is not None:
                 _refuse_external(path, claim, location, problem)
             if files_needed:
-                size = (folder / location).stat().st_size
-                span = _span_problem(claim, size)
+                if location not in sizes:  # a model's tensors often share one data file
+                    sizes[location] = (folder / location).stat().st_size
+                span = _span_problem(claim, sizes[location])
                 if span is not None:
                     _refuse_external(path, claim, location, span)
 
