@@ -19,6 +19,7 @@ from deconv_compiler.strategies import (
     STRATEGIES,
     LayerGeometry,
     auto_strategy,
+    mobile_strategy,
     why_not,
 )
 from deconv_compiler.weights import LayerWeights
@@ -68,8 +69,11 @@ def layer_geometry(layer: ConvTransposeLayer) -> LayerGeometry:
 def choose_strategy(layer: ConvTransposeLayer, requested: str, target: str, dtype: str) -> str:
     """`requested` checked against the layer (a forced strategy that cannot apply is an error),
     or `auto` resolved by its rule. `auto` keeps the native graph on the CUDA target and for
-    float16/float64 layers: the rule was measured for float32 on the CPU provider."""
+    float16/float64 layers: the rule was measured for float32 on the CPU provider. On the mobile
+    target, `auto` takes the lowering NNAPI and CoreML run, whatever the dtype."""
     g = layer_geometry(layer)
+    if requested == "auto" and target == "mobile":
+        return mobile_strategy(g)
     if requested == "auto":
         return auto_strategy(g, layer.data_format) if target == "cpu" and dtype == "float32" else "native"
     if requested not in STRATEGIES:

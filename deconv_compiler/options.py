@@ -1,26 +1,37 @@
-"""`CompileOptions`: every choice a compile takes besides the model, validated once, here.
+"""`CompileOptions`: every choice a compile takes besides the model, and `ExportOptions`, every
+choice an export takes besides the compile's, validated once, here (nothing here imports onnx).
 
 - `opset`: the default-domain ONNX opset (11 to 26: the newest onnxruntime 1.31 loads).
-- `target`: `cpu`, `cuda` (every ConvTranspose kept on onnxruntime's CUDA provider) or `auto`
-  (cuda when a CUDA session can really be created here, else cpu: resolved by `resolved`).
+- `target`: `cpu`, `cuda` (every ConvTranspose kept on onnxruntime's CUDA provider), `mobile`
+  (the lowerings onnxruntime's NNAPI and CoreML providers take: `strategies.mobile_strategy`) or
+  `auto` (cuda when a CUDA session can really be created here, else cpu: resolved by `resolved`).
 - `strategy`: how every transposed convolution is lowered, over what layers and the model ask.
 - `seed`: seeds the weights that initializers make, over the spec's `seed`.
 - `dtype`: a dtype policy for the whole model, over what its layers say: `float32`, `float16`
   (float16 in and out) or `mixed_float16` (float32 in and out around float16 compute).
+- `interface`: fixed input sizes and names for dims and outputs (`model_interface`), given to the
+  built model before it is checked.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deconv_compiler.errors import CompileError
+from deconv_compiler.errors import CompileError, DeconvError, shown
+from deconv_compiler.model_interface import ModelInterface
 from deconv_compiler.strategies import CHOICES
+
+if TYPE_CHECKING:
+    from deconv_compiler.triton_config import TritonSettings
 
 MIN_OPSET = 11
 DEFAULT_OPSET = 17
 # The newest default-domain opset the supported onnxruntime releases load (tests check it).
 MAX_OPSET = 26
-TARGETS = ("cpu", "cuda")
+TARGETS = ("cpu", "cuda", "mobile")
 TARGET_CHOICES = (*TARGETS, "auto")
 DTYPE_CHOICES = ("float32", "float16", "mixed_float16")
 
@@ -32,6 +43,7 @@ class CompileOptions:
     strategy: str | None = None  # None: each layer's, else the model's, else auto
     seed: int | None = None  # None: the model's
     dtype: str | None = None  # None: each layer's own policy
+    interface: ModelInterface = ModelInterface()
 
     def __post_init__(self) -> None:
         if isinstance(self.opset, bool) or not isinstance(self.opset, int):
@@ -46,6 +58,11 @@ class CompileOptions:
             raise CompileError(f"seed must be an integer, got {self.seed!r}")
         if self.seed is not None and self.seed < 0:
             raise CompileError(f"seed must be >= 0, got {self.seed}")
+        if self.target == "mobile" and self.strategy == "tune":
+            raise CompileError(
+                "strategy tune times the candidates on this machine, not on a phone: with target "
+                "mobile, use auto (the lowerings NNAPI and CoreML take) or name a strategy"
+            )
         if self.dtype is not None and self.dtype not in DTYPE_CHOICES:
             raise CompileError(f"dtype {self.dtype!r} is not supported: choose {', '.join(DTYPE_CHOICES)}")
 
@@ -56,3 +73,75 @@ class CompileOptions:
         from deconv_compiler.runtime import resolve_provider  # onnxruntime only when asked
 
         return replace(self, target=resolve_provider("auto"))
+
+
+# --- export -----------------------------------------------------------------------------------
+
+FORMATS = ("onnx", "ort")
+PRECISIONS = ("fp32", "fp16", "int8")
+EXTERNAL_DATA_ABOVE = 3 * 2**29  # 1.5 GiB of weights: beyond it, `.onnx` + `.onnx.data`
+# A model's name is its file's stem, a folder of a Triton repository and a segment of Triton's
+# URLs (/v2/models/NAME/infer): plain letters, digits, `_`, `-` and `.`, not starting with a dot.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# Triton's own choice when it completes a config for a batching model itself
+# (`--backend-config=default-max-batch-size`, 4): the same number a user would get by letting
+# Triton fill the config in, and small enough that one batch never multiplies a large
+# decoder's activation memory by much. Raise it with `--max-batch-size` where memory allows.
+DEFAULT_MAX_BATCH_SIZE = 4
+RESERVED_PREFIX = "deconv_compiler."  # metadata keys of ours
+_METADATA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
+
+
+class ExportError(DeconvError):
+    """An export the options or the model do not allow."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """- `format`: `onnx` or `ort` (onnxruntime's format for its mobile and web packages).
+    - `precision`: `fp32`, `fp16` (float32 inputs and outputs) or `int8` (QDQ, calibrated on
+      `calibration`, an `.npz` by input name, else on random data).
+    - `name`: the model's file (and Triton) name; None: the source's file name without suffix.
+    - `triton`: write a Triton model repository (its settings' `name` is replaced by the model's).
+    - `metadata`: the user's key/value pairs (keys starting with `deconv_compiler.` are ours).
+    - `external_data_above`: weights beyond this many bytes go to `NAME.onnx.data`.
+    - `overwrite`: replace a folder that exists and is not empty."""
+
+    format: str = "onnx"
+    precision: str = "fp32"
+    calibration: Path | None = None
+    name: str | None = None
+    triton: TritonSettings | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    external_data_above: int = EXTERNAL_DATA_ABOVE
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ExportError(f"unknown format {shown(self.format)}: choose {', '.join(FORMATS)}")
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"unknown precision {shown(self.precision)}: choose {', '.join(PRECISIONS)}")
+        if self.calibration is not None and self.precision != "int8":
+            raise ExportError(f"--calibration is for --precision int8, not {self.precision}")
+        if self.triton is not None and self.format != "onnx":
+            raise ExportError(
+                "--triton writes an .onnx model (onnxruntime_onnx); it does not take --format ort"
+            )
+        if self.name is not None and not MODEL_NAME.fullmatch(self.name):
+            raise ExportError(
+                f"--name {shown(self.name)}: use letters, digits, _ . - "
+                "(no folders, not starting with . or -)"
+            )
+        keys = [key for key, _ in self.metadata]
+        for key in keys:
+            if not _METADATA_KEY.fullmatch(key):
+                raise ExportError(f"--metadata {shown(key)}: a key is a name (letters, digits, _ . : / -)")
+            if key.startswith(RESERVED_PREFIX):
+                raise ExportError(
+                    f"--metadata {shown(key)}: keys starting with {RESERVED_PREFIX} are the compiler's"
+                )
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ExportError(f"--metadata: {', '.join(map(shown, repeated))} given twice")
+        if self.external_data_above < 1:
+            raise ExportError("--external-data-above must be a positive size")

@@ -45,7 +45,7 @@ from deconv_compiler.batch_norm_folding import fold_batch_norms
 from deconv_compiler.dtypes import io_dtype
 from deconv_compiler.errors import InternalError
 from deconv_compiler.ir import ConvTransposeOp, Graph
-from deconv_compiler.options import CompileOptions
+from deconv_compiler.options import TARGETS, CompileOptions
 from deconv_compiler.plan import Plan, PlanValue
 from deconv_compiler.plan_context import OpPlanner, PlanContext
 from deconv_compiler.weights import InitializerWeights, LayerWeights
@@ -67,8 +67,8 @@ OP_PLANNERS: dict[type, OpPlanner] = _joined(layer_plans.PLANNERS, encoder_plans
 
 def plan_graph(graph: Graph, options: CompileOptions, tuned: Mapping[str, str] | None = None) -> Plan:
     """Plan every node; `tuned` holds the tuner's choice for each layer that asks for `tune`.
-    `options.target` must be resolved (cpu or cuda)."""
-    if options.target not in ("cpu", "cuda"):
+    `options.target` must be resolved (cpu, cuda or mobile)."""
+    if options.target not in TARGETS:
         raise InternalError(f"plan_graph needs a resolved target, got {options.target!r}")
     context = PlanContext(graph, options, tuned or {})
     inputs = []

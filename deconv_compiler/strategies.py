@@ -112,6 +112,20 @@ def auto_strategy(g: LayerGeometry, layout: str) -> str:
     return "native"
 
 
+def mobile_strategy(g: LayerGeometry) -> str:
+    """The strategy `auto` picks for the mobile target: the first exact rewrite that onnxruntime's
+    mobile providers can take. NNAPI has no ConvTranspose at all and CoreML's NeuralNetwork format
+    none either (onnxruntime's mobile usability checker; `tools/mobile_helpers/*_supported_ops.md`),
+    while both take Conv, DepthToSpace (DCR), Slice, Concat, MatMul, Reshape and Transpose. So:
+    stride 1 → conv; 2-D equal strides → subpixel (Conv + DepthToSpace, all rank 4); kernel ==
+    stride without crop → gemm (its 2-D interleave is a rank-6 Transpose, beyond CoreML's rank 5,
+    hence after subpixel); anything else (3-D, unequal strides) stays native, on the CPU provider."""
+    for strategy in ("conv", "subpixel", "gemm"):
+        if why_not(strategy, g) is None:
+            return strategy
+    return "native"
+
+
 SUBPIXEL_MIN_POSITIONS = 256  # input positions (16x16) from which subpixel beat native in networks
 
 
