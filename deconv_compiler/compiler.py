@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 from google.protobuf.message import EncodeError
@@ -24,31 +24,61 @@ from deconv_compiler.dtypes import compute_dtype
 from deconv_compiler.errors import CompileError, DeconvWarning
 from deconv_compiler.ir import Graph
 from deconv_compiler.metadata import model_metadata
-from deconv_compiler.model_file import DetachedModel, file_chunks
-from deconv_compiler.options import CompileOptions
+from deconv_compiler.model_file import DetachedModel, file_chunks, with_external_data, write_external_data
+from deconv_compiler.model_interface import apply_interface
+from deconv_compiler.options import EXTERNAL_DATA_ABOVE, CompileOptions
 from deconv_compiler.output_file import atomic_output, check_output
 from deconv_compiler.planner import made_weights, plan_graph
 
+if TYPE_CHECKING:
+    from deconv_compiler.tuning import TuneCache, TuneProgress
 
-def compile_model(graph: Graph, options: CompileOptions | None = None) -> onnx.ModelProto:
+
+def compile_model(
+    graph: Graph,
+    options: CompileOptions | None = None,
+    tune_cache: TuneCache | None = None,
+    tune_progress: TuneProgress | None = None,
+) -> onnx.ModelProto:
     """Lower a validated graph to an ONNX model that passes `check_model`.
 
     `options.target` auto is decided here (cuda when a CUDA session can be created). Layers that
     ask for the `tune` strategy are timed on this machine first (`tuning`); the choice and the
-    timings go into the metadata.
+    timings go into the metadata. `tune_cache`: choices recorded before, reused (`tuning.TuneCache`).
     """
-    return _compiled(graph, options, detach=False).model
+    return _compiled(graph, options, False, tune_cache, tune_progress).model
 
 
-def compile_to_file(graph: Graph, options: CompileOptions | None, path: str | Path) -> None:
+def compile_to_file(
+    graph: Graph,
+    options: CompileOptions | None,
+    path: str | Path,
+    tune_cache: TuneCache | None = None,
+    tune_progress: TuneProgress | None = None,
+    external_data_above: int = EXTERNAL_DATA_ABOVE,
+) -> dict[str, str]:
     """`compile_model` then `save_model`, the same bytes, without ever copying the weights into
     protobuf (`model_file`): what the CLI does. `path` may be none of the files the graph was read
-    from (`graph.sources`), which is checked before compiling."""
+    from (`graph.sources`), which is checked before compiling. Returns the model's metadata."""
     check_output(Path(path), graph.sources)
-    save_model(_compiled(graph, options, detach=True), path, graph.sources)
+    built = _compiled(graph, options, True, tune_cache, tune_progress)
+    save_model(built, path, graph.sources, external_data_above)
+    return {prop.key: prop.value for prop in built.model.metadata_props}
 
 
-def _compiled(graph: Graph, options: CompileOptions | None, detach: bool) -> DetachedModel:
+def compile_detached(graph: Graph, options: CompileOptions | None = None) -> DetachedModel:
+    """`compile_model` with the big weights beside the model, never copied into protobuf
+    (`model_file`): for writers that lay the file out themselves."""
+    return _compiled(graph, options, True)
+
+
+def _compiled(
+    graph: Graph,
+    options: CompileOptions | None,
+    detach: bool,
+    tune_cache: TuneCache | None = None,
+    tune_progress: TuneProgress | None = None,
+) -> DetachedModel:
     options = (options or CompileOptions()).resolved()
     graph = made_weights(graph, options.seed)  # once, for the tuner and the planner
     policies = {options.dtype} if options.dtype else {node.policy for node in graph.nodes}
@@ -65,7 +95,7 @@ def _compiled(graph: Graph, options: CompileOptions | None, detach: bool) -> Det
     if layers_to_tune(graph, options):
         from deconv_compiler.tuning import tune  # onnxruntime only when asked
 
-        tuned, timings = tune(graph, options)
+        tuned, timings = tune(graph, options, tune_cache, tune_progress)
     with _within_protobuf_limit():
         plan = plan_graph(graph, options, tuned)
         metadata = model_metadata(
@@ -80,6 +110,7 @@ def _compiled(graph: Graph, options: CompileOptions | None, detach: bool) -> Det
         built = (
             build_detached_model(plan, metadata) if detach else DetachedModel(build_model(plan, metadata), {})
         )
+    apply_interface(built.model, options.interface)  # graph only: detached weights are not needed
     check_model(built.model)  # its weightless view: detached weights are never looked at
     return built
 
@@ -96,15 +127,36 @@ _TOO_LARGE = "the model is larger than an .onnx file can be (2 GiB); compile few
 
 
 def save_model(
-    model: onnx.ModelProto | DetachedModel, path: str | Path, inputs: Iterable[str | Path] = ()
+    model: onnx.ModelProto | DetachedModel,
+    path: str | Path,
+    inputs: Iterable[str | Path] = (),
+    external_data_above: int = EXTERNAL_DATA_ABOVE,
 ) -> None:
     """Write atomically (`output_file`): a hidden temporary file beside the target, fsynced, then
     renamed over it; a failure or an interrupt leaves the previous file intact. `path` may be none
-    of `inputs` (the files the model was made from), nor anything but a regular file."""
+    of `inputs` (the files the model was made from), nor anything but a regular file.
+
+    A compiled model (`DetachedModel`) whose weights pass `external_data_above` bytes is written
+    as `path` plus `path.data` beside it (ONNX external data, which has no 2 GiB limit): the data
+    file first, then the model that names it, each atomically."""
+    sources = [Path(source) for source in inputs]
+    if (
+        isinstance(model, DetachedModel)
+        and sum(a.nbytes for a in model.arrays.values()) > external_data_above
+    ):
+        target = Path(path)
+        data_file = target.with_name(f"{target.name}.data")
+        check_output(target, sources)
+        weightless, placed = with_external_data(model, data_file.name)
+        with atomic_output(data_file, sources) as handle:
+            write_external_data(handle, placed)
+        with atomic_output(target, sources) as handle:
+            handle.write(weightless.SerializeToString())
+        return
     with _within_protobuf_limit():
         chunks = list(file_chunks(model)) if isinstance(model, DetachedModel) else [model.SerializeToString()]
     if sum(len(chunk) for chunk in chunks) >= 2**31:  # protobuf's own limit, which detached weights skip
         raise CompileError(_TOO_LARGE)
-    with atomic_output(Path(path), [Path(source) for source in inputs]) as handle:
+    with atomic_output(Path(path), sources) as handle:
         for chunk in chunks:
             handle.write(chunk)

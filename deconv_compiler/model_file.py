@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -99,3 +100,54 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+# --- external data: the weights in a file beside the .onnx --------------------------------------
+
+EXTERNAL_ALIGNMENT = 4096  # each tensor starts on a page: onnxruntime can map it as it is
+
+
+def detach(model: onnx.ModelProto, min_bytes: int = 1024) -> DetachedModel:
+    """A complete model as a `DetachedModel`: initializers of at least `min_bytes` (raw data) are
+    moved out of `model`, which is emptied of them in place."""
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in model.graph.initializer:
+        if tensor.HasField("raw_data") and len(tensor.raw_data) >= min_bytes:
+            arrays[tensor.name] = np.frombuffer(tensor.raw_data, dtype=np.uint8)
+            tensor.ClearField("raw_data")
+    return DetachedModel(model, arrays)
+
+
+def with_external_data(
+    detached: DetachedModel, location: str
+) -> tuple[onnx.ModelProto, list[tuple[int, np.ndarray]]]:
+    """The model whose detached initializers are stored in the file `location` (a name beside the
+    `.onnx`), and what goes into that file: each array at its offset, offsets aligned to
+    `EXTERNAL_ALIGNMENT`. ONNX's external-data format has no size limit."""
+    model = onnx.ModelProto()
+    model.CopyFrom(detached.model)  # weightless: cheap
+    placed: list[tuple[int, np.ndarray]] = []
+    offset = 0
+    for tensor in model.graph.initializer:
+        array = detached.arrays.get(tensor.name)
+        if array is None:
+            continue
+        offset = -(-offset // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        for key, value in (("location", location), ("offset", str(offset)), ("length", str(array.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        placed.append((offset, array))
+        offset += array.nbytes
+    return model, placed
+
+
+def write_external_data(handle: BinaryIO, placed: list[tuple[int, np.ndarray]]) -> None:
+    """The external-data file's bytes, in order, zeros between the aligned tensors."""
+    position = 0
+    for offset, array in placed:
+        handle.write(b"\0" * (offset - position))
+        data = array.data.cast("B")
+        handle.write(data)
+        position = offset + data.nbytes

@@ -1,6 +1,7 @@
 """An output path and the run's input files → the file written there atomically, or an
 `OutputFileError` before a byte of it is written. The one home of the rule for every file we
-write (`compiler.save_model` and `compile_to_file`, `deconvc compile -o`, `deconvc run --output`).
+write (`compiler.save_model` and `compile_to_file`, `deconvc compile -o`, `deconvc run --output`),
+and of the folders `deconvc export` writes (`atomic_directory`: the same rules for a folder).
 
 Guarantees:
 - The output is none of the inputs (spec, Keras file, weights, the `.npz` files a spec names),
@@ -28,6 +29,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -85,6 +87,94 @@ def atomic_output(target: Path, inputs: Iterable[Path] = ()) -> Iterator[BinaryI
             raise OutputFileError(f"cannot write output {target}: {_reason(exc)}") from None
         raise
     _sync_folder(target.parent)
+
+
+@contextmanager
+def atomic_directory(target: Path, inputs: Iterable[Path] = (), overwrite: bool = False) -> Iterator[Path]:
+    """A new empty folder to fill; it becomes `target` when the block ends without an exception,
+    and is removed otherwise. `target` may be missing or an empty folder; a folder with files in
+    it is replaced only when `overwrite` is given (never when an input lies inside it). A
+    replaced folder is renamed aside first and removed only once the new one is in place, so a
+    failure leaves the previous folder as it was."""
+    sources = tuple(inputs)
+    _check_target_folder(target, sources, overwrite)
+    temporary = _create_temporary_folder(target)
+    try:
+        yield temporary
+        _check_target_folder(target, sources, overwrite)
+        _sync_folder(temporary)
+        _publish_folder(temporary, target)
+    except BaseException as exc:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputFileError(f"cannot write output {target}: {_reason(exc)}") from None
+        raise
+    _sync_folder(target.parent)
+
+
+def check_output_directory(target: Path, inputs: Iterable[Path] = (), overwrite: bool = False) -> None:
+    """Raise `OutputFileError` unless `atomic_directory` may write `target`; cheap, so called
+    before the work that makes the output."""
+    _check_target_folder(target, tuple(inputs), overwrite)
+    _create_temporary_folder(target).rmdir()
+
+
+def _check_target_folder(target: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
+    _check_folder(target)
+    _check_name(target)
+    existing = _stat(target, follow=False)
+    if existing is None:
+        return
+    if not stat.S_ISDIR(existing.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(existing.st_mode), "a file")
+        raise OutputFileError(f"output {target} is {kind}, not a directory")
+    try:
+        entries = os.listdir(target)
+    except OSError as exc:
+        raise OutputFileError(f"cannot write output {target}: {_reason(exc)}") from None
+    if not entries:
+        return
+    if not overwrite:
+        raise OutputFileError(
+            f"output directory {target} exists and is not empty ({len(entries)} entries); "
+            "give --overwrite to replace it, or name a new directory"
+        )
+    real = os.path.realpath(target)
+    for source in inputs:
+        if os.path.commonpath([real, os.path.realpath(source)]) == real:
+            raise OutputFileError(f"output directory {target} holds an input ({source}); it is not replaced")
+
+
+def _create_temporary_folder(target: Path) -> Path:
+    prefix = f".{_temporary_stem(target)}.{os.getpid()}."
+    for _ in range(_ATTEMPTS):
+        temporary = target.parent / f"{prefix}{secrets.token_hex(_RANDOM_CHARS // 2)}{_SUFFIX}"
+        try:
+            os.mkdir(temporary, 0o777)  # the umask applies, as to any new folder
+            return temporary
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputFileError(
+                f"cannot write output {target}: {target.parent} does not take new files ({_reason(exc)})"
+            ) from None
+    raise OutputFileError(f"cannot write output {target}: no free temporary name in {target.parent}")
+
+
+def _publish_folder(temporary: Path, target: Path) -> None:
+    """`temporary` renamed to `target`; an existing `target` (checked: empty, or replaceable) is
+    renamed aside first and put back if the second rename fails."""
+    if _stat(target, follow=False) is None:
+        os.rename(temporary, target)
+        return
+    aside = temporary.with_name(temporary.name[: -len(_SUFFIX)] + ".old")
+    os.rename(target, aside)
+    try:
+        os.rename(temporary, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _check_target(target: Path, inputs: tuple[Path, ...]) -> None:
