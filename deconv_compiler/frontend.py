@@ -4,11 +4,15 @@
   `class_name` and `config`) → `keras_model.load_keras_model`;
 - an ONNX model (binary, not a saved Keras model) → only `run`, `bench` and `inspect` take it;
 - anything else is a spec (YAML or JSON text) → `spec.load_spec`, then `spec.spec_graph`.
-Nothing here imports onnx.
+A stream (standard input, a pipe or FIFO) is read once by the caller and told by its bytes
+(`data_kind`, `load_model_data`): only a spec is read from one. Nothing here imports onnx.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -39,7 +43,84 @@ def _looks_binary(path: Path) -> bool:
             head = handle.read(64)
     except OSError:
         return False  # the spec reader reports the missing file
-    return b"\x00" in head or any(b > 0x7F for b in head[:8])
+    return _binary_head(head)
+
+
+def _binary_head(head: bytes) -> bool:
+    return b"\x00" in head[:64] or any(b > 0x7F for b in head[:8])
+
+
+STDIN = "-"
+
+
+def is_stream(path: str | Path) -> bool:
+    """`-` (standard input), or a path to a pipe or FIFO (`/dev/stdin` in a pipeline, a shell's
+    `<(...)`): it can be read once only, front to back, so its bytes are read first and told
+    apart by `data_kind` (opening it twice, to sniff and then to read, would lose the start)."""
+    if str(path) == STDIN:
+        return True
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def data_kind(data: bytes) -> FileKind:
+    """`file_kind` for bytes already read: a saved Keras model (archive, HDF5, config JSON), an
+    ONNX model (binary), else a spec."""
+    from deconv_compiler.keras_file import HDF5_MAGIC, ZIP_MAGIC
+
+    if data.startswith(ZIP_MAGIC) or data.startswith(HDF5_MAGIC):
+        return "keras"
+    head = data[:64].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM starts text
+    if _binary_head(head) or any(b < 0x20 and b not in b"\t\n\r\x0c" for b in head):
+        return "onnx"  # an ONNX file starts with a control byte: the tag of ir_version (0x08)
+    if data.lstrip().startswith(b"{") and b'"class_name"' in data:
+        try:
+            parsed = json.loads(data)
+        except (ValueError, RecursionError):
+            return "spec"  # the spec reader says what is wrong with it
+        if (
+            isinstance(parsed, dict)
+            and "class_name" in parsed
+            and "config" in parsed
+            and "layers" not in parsed
+        ):
+            return "keras"
+    return "spec"
+
+
+def load_model_data(
+    data: bytes,
+    name: str,
+    max_weight_bytes: int = MAX_WEIGHT_BYTES,
+    weights_root: str | Path | None = None,
+) -> Graph:
+    """`load_model` for a spec read from a stream, shown as `name` in messages. A stream has no
+    folder: the spec's `weights:` paths are relative to `weights_root` (default: the current
+    directory). A saved Keras model or an ONNX model is refused (they are read from files)."""
+    kind = data_kind(data)
+    if kind != "spec":  # binary data that is no Keras model: the spec reader says why it is no spec
+        if kind == "keras":
+            message = (
+                "is a saved Keras model: only a spec is read from standard input or a pipe (a Keras "
+                "model is read from a regular file); save it to a file and give the file's name"
+            )
+            raise SpecError([Problem((), message, name)])
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            message = (
+                "is a binary file (an ONNX model?), not a spec: only inspect, run and bench take an "
+                "ONNX model, and a spec is YAML or JSON text"
+            )
+            raise SpecError([Problem((), message, name)]) from None
+    from deconv_compiler.source import parse_spec_bytes
+    from deconv_compiler.spec import parse_spec, spec_graph
+
+    folder = Path.cwd() if weights_root is None else Path(weights_root)
+    source = parse_spec_bytes(data, file=name, base_dir=folder.resolve())
+    return spec_graph(parse_spec(source, max_weight_bytes, weights_root))
 
 
 def load_model(

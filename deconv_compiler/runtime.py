@@ -1,8 +1,10 @@
 """onnx model + numpy inputs → outputs, timings and node placement on onnxruntime.
 
-The only module that imports onnxruntime. Providers are `cpu`, `cuda` and `auto` (CUDA when
-usable, else CPU). `get_available_providers()` lists what the wheel was built with, not what
-loads, so "usable" means: a session was created and `session.get_providers()` lists CUDA.
+The one module that makes onnxruntime sessions to run models (`precision` and `ort_format` also
+import onnxruntime, for its quantizer, float16 converter, ORT-format writer and mobile checker).
+Providers are `cpu`, `cuda` and `auto` (CUDA when usable, else CPU). `get_available_providers()`
+lists what the wheel was built with, not what loads, so "usable" means: a session was created and
+`session.get_providers()` lists CUDA.
 Asking for `cuda` never runs silently on the CPU: it is an error that says why CUDA is missing.
 
 A run can be given a time limit (`SessionConfig.timeout_s`): a watchdog thread sets onnxruntime's

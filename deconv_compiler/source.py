@@ -68,12 +68,17 @@ def read_spec_file(path: str | Path) -> SpecSource:
         raise SpecError([Problem((), "is a directory, not a spec file", shown)]) from None
     except OSError as exc:
         raise SpecError([Problem((), f"cannot read spec file: {exc.strerror}", shown)]) from None
+    return parse_spec_bytes(raw, file=shown, base_dir=Path(path).resolve().parent)
+
+
+def parse_spec_bytes(raw: bytes, file: str | None = None, base_dir: Path | None = None) -> SpecSource:
+    """UTF-8 spec text (a BOM allowed) → `parse_spec_text`; what a file or a pipe gave."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         message = f"not UTF-8 text (byte {exc.start}); a spec is a YAML or JSON text file"
-        raise SpecError([Problem((), message, shown)]) from None
-    return parse_spec_text(text, file=shown, base_dir=Path(path).resolve().parent)
+        raise SpecError([Problem((), message, file)]) from None
+    return parse_spec_text(text, file=file, base_dir=base_dir)
 
 
 def parse_spec_text(text: str, file: str | None = None, base_dir: Path | None = None) -> SpecSource:
