@@ -12,13 +12,17 @@ from deconv_compiler.cli.main import (
     STDIN,
     ByteSize,
     Reporter,
+    TuneBar,
     _fail,
     _reported_errors,
     dtype_option,
     max_weight_option,
+    open_tune_cache,
     opset_option,
     output_options,
+    save_tune_cache,
     seed_option,
+    tune_cache_option,
     weights_option,
     weights_root_option,
 )
@@ -90,6 +94,7 @@ def _metadata_pair(
     default=None,
     help="How transposed convolutions are lowered, overriding the spec and the target's choice.",
 )
+@tune_cache_option
 @interface_options
 @click.option(
     "--name",
@@ -159,6 +164,7 @@ def export(
     calibration: Path | None,
     target: str,
     strategy: str | None,
+    tune_cache: Path | None,
     name: str | None,
     triton: bool,
     provider: str | None,
@@ -181,7 +187,7 @@ def export(
     """Export SOURCE (a spec, a saved Keras model or an .onnx file) to the folder OUTPUT, ready for a
     deployment pipeline: ONNX or ORT format, fp32/fp16/int8, fixed shapes, a Triton repository.
     All of OUTPUT is written, or none of it."""
-    from deconv_compiler.export import export_model
+    from deconv_compiler.export import Tuning, export_model
     from deconv_compiler.triton_config import TritonSettings
 
     if str(source) == STDIN:
@@ -213,9 +219,23 @@ def export(
             external_data_above=external_data_above,
             overwrite=overwrite,
         )
-        exported = export_model(
-            source, output, options, compile_options, weights, weights_root, max_weight_size
-        )
+        inputs = [source] if weights is None else [source, weights]
+        cache = open_tune_cache(tune_cache, inputs)
+        bar = TuneBar(report)
+        try:
+            exported = export_model(
+                source,
+                output,
+                options,
+                compile_options,
+                weights,
+                weights_root,
+                max_weight_size,
+                Tuning(cache, bar),
+            )
+        finally:
+            bar.close()
+        save_tune_cache(cache, tune_cache, inputs)
     seconds = time.perf_counter() - started
     report.say(summary_text(source, exported, seconds, report.verbose))
     for warning in exported.warnings:
@@ -252,6 +272,8 @@ def summary_text(source: Path, report: ExportReport, seconds: float, verbose: bo
     if report.mobile is not None:
         for coverage in report.mobile.eps:
             lines.append(f"  mobile: {coverage.text}")
+        if report.target != "mobile" and any(c.verdict != "YES" for c in report.mobile.eps):
+            lines.append("  (--target mobile and --fix-shape give NNAPI and CoreML the lowerings they take)")
     return "\n".join(lines)
 
 

@@ -544,11 +544,12 @@ def compile_command(
 
                 model = compile_model(loaded, options, cache, bar)
                 metadata = {prop.key: prop.value for prop in model.metadata_props}
-                chunks = [_serialized(model)]
+                chunks, external = [_serialized(model)], ()
             else:
                 from deconv_compiler.compiler import compile_to_file
 
-                metadata = compile_to_file(loaded, options, output, cache, bar)
+                written = compile_to_file(loaded, options, output, cache, bar)
+                metadata, external = dict(written.metadata), written.files[1:]
         finally:
             bar.close()
         save_tune_cache(cache, tune_cache, [*inputs, *loaded.sources])
@@ -563,8 +564,9 @@ def compile_command(
     parsed = read_metadata(metadata)
     strategies, tuning = parsed.get(STRATEGIES, {}), parsed.get(TUNING, {})
     shown_output = "<stdout>" if to_stdout else str(output)
+    beside = "".join(f" + {path} (its weights: external data)" for path in external)
     report.say(
-        f"wrote {shown_output} (opset {opset}, target {options.target}, {_describe(loaded)}) "
+        f"wrote {shown_output}{beside} (opset {opset}, target {options.target}, {_describe(loaded)}) "
         f"in {elapsed * 1000:.0f} ms"
     )
     for name, chosen in strategies.items():
@@ -581,6 +583,7 @@ def compile_command(
         {
             "output": shown_output,
             "bytes": size,
+            "external_data": [str(path) for path in external],
             "opset": opset,
             "target": options.target,
             "dtype": options.dtype,

@@ -26,6 +26,7 @@ _EXPORTS = {
     "Problem": "errors",
     "SpecError": "errors",
     "CompileOptions": "options",
+    "ExportOptions": "options",
     "Graph": "ir",
     "ModelSpec": "spec",
     "load_spec": "spec",
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from deconv_compiler.frontend import load_model
     from deconv_compiler.ir import Graph
     from deconv_compiler.keras_model import load_keras_model
-    from deconv_compiler.options import CompileOptions
+    from deconv_compiler.options import CompileOptions, ExportOptions
     from deconv_compiler.spec import ModelSpec, load_spec, spec_graph
 
 
@@ -73,6 +74,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "CompileError",
     "CompileOptions",
+    "ExportOptions",
     "DeconvError",
     "DeconvWarning",
     "Graph",

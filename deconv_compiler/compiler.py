@@ -9,8 +9,9 @@ planner, builder and checks.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,20 +57,34 @@ def compile_to_file(
     tune_cache: TuneCache | None = None,
     tune_progress: TuneProgress | None = None,
     external_data_above: int = EXTERNAL_DATA_ABOVE,
-) -> dict[str, str]:
+) -> WrittenModel:
     """`compile_model` then `save_model`, the same bytes, without ever copying the weights into
     protobuf (`model_file`): what the CLI does. `path` may be none of the files the graph was read
-    from (`graph.sources`), which is checked before compiling. Returns the model's metadata."""
+    from (`graph.sources`), which is checked before compiling."""
     check_output(Path(path), graph.sources)
     built = _compiled(graph, options, True, tune_cache, tune_progress)
-    save_model(built, path, graph.sources, external_data_above)
-    return {prop.key: prop.value for prop in built.model.metadata_props}
+    files = save_model(built, path, graph.sources, external_data_above)
+    return WrittenModel(files, {prop.key: prop.value for prop in built.model.metadata_props})
 
 
-def compile_detached(graph: Graph, options: CompileOptions | None = None) -> DetachedModel:
+@dataclass(frozen=True)
+class WrittenModel:
+    """What `compile_to_file` wrote: the `.onnx` file, then its external data file if any; and the
+    model's metadata."""
+
+    files: tuple[Path, ...]
+    metadata: Mapping[str, str]
+
+
+def compile_detached(
+    graph: Graph,
+    options: CompileOptions | None = None,
+    tune_cache: TuneCache | None = None,
+    tune_progress: TuneProgress | None = None,
+) -> DetachedModel:
     """`compile_model` with the big weights beside the model, never copied into protobuf
     (`model_file`): for writers that lay the file out themselves."""
-    return _compiled(graph, options, True)
+    return _compiled(graph, options, True, tune_cache, tune_progress)
 
 
 def _compiled(
@@ -131,14 +146,14 @@ def save_model(
     path: str | Path,
     inputs: Iterable[str | Path] = (),
     external_data_above: int = EXTERNAL_DATA_ABOVE,
-) -> None:
+) -> tuple[Path, ...]:
     """Write atomically (`output_file`): a hidden temporary file beside the target, fsynced, then
     renamed over it; a failure or an interrupt leaves the previous file intact. `path` may be none
     of `inputs` (the files the model was made from), nor anything but a regular file.
 
     A compiled model (`DetachedModel`) whose weights pass `external_data_above` bytes is written
     as `path` plus `path.data` beside it (ONNX external data, which has no 2 GiB limit): the data
-    file first, then the model that names it, each atomically."""
+    file first, then the model that names it, each atomically. Returns the files written."""
     sources = [Path(source) for source in inputs]
     if (
         isinstance(model, DetachedModel)
@@ -152,7 +167,7 @@ def save_model(
             write_external_data(handle, placed)
         with atomic_output(target, sources) as handle:
             handle.write(weightless.SerializeToString())
-        return
+        return target, data_file
     with _within_protobuf_limit():
         chunks = list(file_chunks(model)) if isinstance(model, DetachedModel) else [model.SerializeToString()]
     if sum(len(chunk) for chunk in chunks) >= 2**31:  # protobuf's own limit, which detached weights skip
@@ -160,3 +175,4 @@ def save_model(
     with atomic_output(Path(path), sources) as handle:
         for chunk in chunks:
             handle.write(chunk)
+    return (Path(path),)

@@ -49,6 +49,7 @@ from deconv_compiler.output_file import atomic_directory, check_output_directory
 if TYPE_CHECKING:
     from deconv_compiler.ort_format import MobileCoverage
     from deconv_compiler.precision import PrecisionError
+    from deconv_compiler.tuning import TuneCache, TuneProgress
 
 PROTOBUF_LIMIT = 2**31 - 1  # what one protobuf message (an in-memory conversion) can hold
 SOURCE = "deconv_compiler.source"
@@ -135,6 +136,14 @@ class ExportReport:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """What `--strategy tune` is given: recorded choices to reuse, and a progress callback."""
+
+    cache: TuneCache | None = None
+    progress: TuneProgress | None = None
+
+
+@dataclass(frozen=True)
 class Source:
     """What is exported: the model (weights detached) and the files it was read from."""
 
@@ -152,9 +161,10 @@ def export_model(
     weights: Path | None = None,
     weights_root: Path | None = None,
     max_weight_bytes: int = MAX_WEIGHT_BYTES,
+    tuning: Tuning | None = None,
 ) -> ExportReport:
     """Export the model at `path` into `folder` (see the module's stages); nothing is left at
-    `folder` unless everything succeeded."""
+    `folder` unless everything succeeded. `tuning`: the cache and progress of `--strategy tune`."""
     options = options or ExportOptions()
     compile_options = (compile_options or CompileOptions()).resolved()
     given = (path,) if weights is None else (path, weights)
@@ -163,7 +173,7 @@ def export_model(
     # unit written all or nothing. Anything else: the whole folder is.
     base = Path(name) if options.triton is not None and folder.is_dir() else Path()
     check_output_directory(folder / base, given, options.overwrite)  # before the work
-    source = _read_source(path, compile_options, weights, weights_root, max_weight_bytes)
+    source = _read_source(path, compile_options, weights, weights_root, max_weight_bytes, tuning or Tuning())
     _stamp(source, options)
     warnings: list[str] = []
     converted = _converted(source, options, warnings)
@@ -202,6 +212,7 @@ def _read_source(
     weights: Path | None,
     weights_root: Path | None,
     max_weight_bytes: int,
+    tuning: Tuning,
 ) -> Source:
     from deconv_compiler.frontend import file_kind, load_model
 
@@ -217,7 +228,8 @@ def _read_source(
 
     graph = load_model(path, weights, max_weight_bytes, kind, weights_root)
     keras_version = graph.origin.keras_version if isinstance(graph.origin, KerasOrigin) else None
-    return Source(compile_detached(graph, options), graph.sources, keras_version, kind)
+    built = compile_detached(graph, options, tuning.cache, tuning.progress)
+    return Source(built, graph.sources, keras_version, kind)
 
 
 def _stem(path: Path) -> str:

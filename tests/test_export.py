@@ -321,3 +321,13 @@ def test_compile_to_file_switches_to_external_data_past_the_limit(tmp_path: Path
     weights = [{t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer} for m in (one, two)]
     assert weights[0].keys() == weights[1].keys()
     assert all(np.array_equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def test_a_tuned_export_repeats_byte_for_byte_with_its_tune_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "tune.json"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        result = invoke("export", SEED, "-o", out, "--strategy", "tune", "--tune-cache", cache)
+        assert result.exit_code == 0, result.output
+    assert cache.exists()
+    assert (first / "seed_example.onnx").read_bytes() == (second / "seed_example.onnx").read_bytes()

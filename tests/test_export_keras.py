@@ -77,3 +77,25 @@ def test_fp16_triton_repository_matches_keras(autoencoder: tuple[keras.Model, Pa
     x = np.random.default_rng(1).random((2, 24, 40, 3), dtype=np.float32)
     (y,) = run_file(repository / "autoencoder" / "1" / "model.onnx", {"image": x})
     assert scale_error(y, np.asarray(model.predict(x, verbose=0))) < 1e-2
+
+
+def test_int8_with_external_data_matches_keras(autoencoder: tuple[keras.Model, Path], tmp_path: Path) -> None:
+    model, path = autoencoder
+    samples = np.random.default_rng(2).random((8, 16, 16, 3), dtype=np.float32)
+    calibration = tmp_path / "calibration.npz"
+    np.savez(calibration, image=samples)
+    out = tmp_path / "int8"
+    result = invoke(
+        "export", path, "-o", out, "--precision", "int8", "--calibration", calibration,
+        "--fix-shape", "1,16,16,3", "--external-data-above", "1KiB", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["external_data"] and sorted(p.name for p in out.iterdir()) == [
+        "autoencoder.onnx",
+        "autoencoder.onnx.data",
+    ]
+    assert report["error_vs_fp32"]["max_abs"] / report["error_vs_fp32"]["scale"] < 0.05
+    x = samples[:1]
+    (y,) = run_file(out / "autoencoder.onnx", {"image": x})
+    assert scale_error(y, np.asarray(model.predict(x, verbose=0))) < 0.05
