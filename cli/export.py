@@ -35,7 +35,6 @@ from deconv_compiler.options import (
     PRECISIONS,
     TARGET_CHOICES,
     CompileOptions,
-    ExportOptions,
 )
 from deconv_compiler.strategies import CHOICES
 
@@ -187,7 +186,7 @@ def export(
     """Export SOURCE (a spec, a saved Keras model or an .onnx file) to the folder OUTPUT, ready for a
     deployment pipeline: ONNX or ORT format, fp32/fp16/int8, fixed shapes, a Triton repository.
     All of OUTPUT is written, or none of it."""
-    from deconv_compiler.export import Tuning, export_model
+    from deconv_compiler.export import ExportOptions, Tuning, export_model
     from deconv_compiler.triton_config import TritonSettings
 
     if str(source) == STDIN:

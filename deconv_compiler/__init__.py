@@ -26,7 +26,7 @@ _EXPORTS = {
     "Problem": "errors",
     "SpecError": "errors",
     "CompileOptions": "options",
-    "ExportOptions": "options",
+    "ExportOptions": "export",
     "Graph": "ir",
     "ModelSpec": "spec",
     "load_spec": "spec",
@@ -53,10 +53,11 @@ if TYPE_CHECKING:
         Problem,
         SpecError,
     )
+    from deconv_compiler.export import ExportOptions
     from deconv_compiler.frontend import load_model
     from deconv_compiler.ir import Graph
     from deconv_compiler.keras_model import load_keras_model
-    from deconv_compiler.options import CompileOptions, ExportOptions
+    from deconv_compiler.options import CompileOptions
     from deconv_compiler.spec import ModelSpec, load_spec, spec_graph
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from deconv_compiler import __version__
-from deconv_compiler.errors import shown
+from deconv_compiler.errors import DeconvError, shown
 from deconv_compiler.ir import KerasOrigin
 from deconv_compiler.limits import MAX_WEIGHT_BYTES
 from deconv_compiler.model_file import (
@@ -43,16 +43,80 @@ from deconv_compiler.model_file import (
     with_external_data,
     write_external_data,
 )
-from deconv_compiler.options import CompileOptions, ExportError, ExportOptions
+from deconv_compiler.options import (
+    EXTERNAL_DATA_ABOVE,
+    FORMATS,
+    METADATA_KEY,
+    MODEL_NAME,
+    PRECISIONS,
+    RESERVED_PREFIX,
+    CompileOptions,
+)
 from deconv_compiler.output_file import atomic_directory, check_output_directory
 
 if TYPE_CHECKING:
     from deconv_compiler.ort_format import MobileCoverage
     from deconv_compiler.precision import PrecisionError
+    from deconv_compiler.triton_config import TritonSettings
     from deconv_compiler.tuning import TuneCache, TuneProgress
 
 PROTOBUF_LIMIT = 2**31 - 1  # what one protobuf message (an in-memory conversion) can hold
 SOURCE = "deconv_compiler.source"
+
+
+class ExportError(DeconvError):
+    """An export the options or the model do not allow."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """- `format`: `onnx` or `ort` (onnxruntime's format for its mobile and web packages).
+    - `precision`: `fp32`, `fp16` (float32 inputs and outputs) or `int8` (QDQ, calibrated on
+      `calibration`, an `.npz` by input name, else on random data).
+    - `name`: the model's file (and Triton) name; None: the source's file name without suffix.
+    - `triton`: write a Triton model repository (its settings' `name` is replaced by the model's).
+    - `metadata`: the user's key/value pairs (keys starting with `deconv_compiler.` are ours).
+    - `external_data_above`: weights beyond this many bytes go to `NAME.onnx.data`.
+    - `overwrite`: replace a folder that exists and is not empty."""
+
+    format: str = "onnx"
+    precision: str = "fp32"
+    calibration: Path | None = None
+    name: str | None = None
+    triton: TritonSettings | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    external_data_above: int = EXTERNAL_DATA_ABOVE
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ExportError(f"unknown format {shown(self.format)}: choose {', '.join(FORMATS)}")
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"unknown precision {shown(self.precision)}: choose {', '.join(PRECISIONS)}")
+        if self.calibration is not None and self.precision != "int8":
+            raise ExportError(f"--calibration is for --precision int8, not {self.precision}")
+        if self.triton is not None and self.format != "onnx":
+            raise ExportError(
+                "--triton writes an .onnx model (onnxruntime_onnx); it does not take --format ort"
+            )
+        if self.name is not None and not MODEL_NAME.fullmatch(self.name):
+            raise ExportError(
+                f"--name {shown(self.name)}: use letters, digits, _ . - "
+                "(no folders, not starting with . or -)"
+            )
+        keys = [key for key, _ in self.metadata]
+        for key in keys:
+            if not METADATA_KEY.fullmatch(key):
+                raise ExportError(f"--metadata {shown(key)}: a key is a name (letters, digits, _ . : / -)")
+            if key.startswith(RESERVED_PREFIX):
+                raise ExportError(
+                    f"--metadata {shown(key)}: keys starting with {RESERVED_PREFIX} are the compiler's"
+                )
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ExportError(f"--metadata: {', '.join(map(shown, repeated))} given twice")
+        if self.external_data_above < 1:
+            raise ExportError("--external-data-above must be a positive size")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""`CompileOptions`: every choice a compile takes besides the model, and `ExportOptions`, every
-choice an export takes besides the compile's, validated once, here (nothing here imports onnx).
+"""`CompileOptions`: every choice a compile takes besides the model, validated once, here; and the
+choices `export.ExportOptions` offers (nothing here imports onnx: the CLI builds its options from it).
 
 - `opset`: the default-domain ONNX opset (11 to 26: the newest onnxruntime 1.31 loads).
 - `target`: `cpu`, `cuda` (every ConvTranspose kept on onnxruntime's CUDA provider), `mobile`
@@ -17,15 +17,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from deconv_compiler.errors import CompileError, DeconvError, shown
+from deconv_compiler.errors import CompileError
 from deconv_compiler.model_interface import ModelInterface
 from deconv_compiler.strategies import CHOICES
-
-if TYPE_CHECKING:
-    from deconv_compiler.triton_config import TritonSettings
 
 MIN_OPSET = 11
 DEFAULT_OPSET = 17
@@ -89,59 +84,4 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # decoder's activation memory by much. Raise it with `--max-batch-size` where memory allows.
 DEFAULT_MAX_BATCH_SIZE = 4
 RESERVED_PREFIX = "deconv_compiler."  # metadata keys of ours
-_METADATA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
-
-
-class ExportError(DeconvError):
-    """An export the options or the model do not allow."""
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """- `format`: `onnx` or `ort` (onnxruntime's format for its mobile and web packages).
-    - `precision`: `fp32`, `fp16` (float32 inputs and outputs) or `int8` (QDQ, calibrated on
-      `calibration`, an `.npz` by input name, else on random data).
-    - `name`: the model's file (and Triton) name; None: the source's file name without suffix.
-    - `triton`: write a Triton model repository (its settings' `name` is replaced by the model's).
-    - `metadata`: the user's key/value pairs (keys starting with `deconv_compiler.` are ours).
-    - `external_data_above`: weights beyond this many bytes go to `NAME.onnx.data`.
-    - `overwrite`: replace a folder that exists and is not empty."""
-
-    format: str = "onnx"
-    precision: str = "fp32"
-    calibration: Path | None = None
-    name: str | None = None
-    triton: TritonSettings | None = None
-    metadata: tuple[tuple[str, str], ...] = ()
-    external_data_above: int = EXTERNAL_DATA_ABOVE
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ExportError(f"unknown format {shown(self.format)}: choose {', '.join(FORMATS)}")
-        if self.precision not in PRECISIONS:
-            raise ExportError(f"unknown precision {shown(self.precision)}: choose {', '.join(PRECISIONS)}")
-        if self.calibration is not None and self.precision != "int8":
-            raise ExportError(f"--calibration is for --precision int8, not {self.precision}")
-        if self.triton is not None and self.format != "onnx":
-            raise ExportError(
-                "--triton writes an .onnx model (onnxruntime_onnx); it does not take --format ort"
-            )
-        if self.name is not None and not MODEL_NAME.fullmatch(self.name):
-            raise ExportError(
-                f"--name {shown(self.name)}: use letters, digits, _ . - "
-                "(no folders, not starting with . or -)"
-            )
-        keys = [key for key, _ in self.metadata]
-        for key in keys:
-            if not _METADATA_KEY.fullmatch(key):
-                raise ExportError(f"--metadata {shown(key)}: a key is a name (letters, digits, _ . : / -)")
-            if key.startswith(RESERVED_PREFIX):
-                raise ExportError(
-                    f"--metadata {shown(key)}: keys starting with {RESERVED_PREFIX} are the compiler's"
-                )
-        repeated = sorted({key for key in keys if keys.count(key) > 1})
-        if repeated:
-            raise ExportError(f"--metadata: {', '.join(map(shown, repeated))} given twice")
-        if self.external_data_above < 1:
-            raise ExportError("--external-data-above must be a positive size")
+METADATA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
