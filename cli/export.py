@@ -243,9 +243,11 @@ def export(
 
 
 def summary_text(source: Path, report: ExportReport, seconds: float, verbose: bool) -> str:
+    from deconv_compiler.inspection import size_text
+
     lines = [f"exported {source} to {report.folder}/ in {seconds:.1f} s"]
     for written in report.files:
-        lines.append(f"  {written.path}  {_size(written.size)}")
+        lines.append(f"  {written.path}  {size_text(written.size)}")
     what = f"format {report.format}, precision {report.precision}, target {report.target}"
     if report.external_data:
         what += ", weights in external data"
@@ -262,9 +264,8 @@ def summary_text(source: Path, report: ExportReport, seconds: float, verbose: bo
         lines.append(f"  kept in float: {', '.join(shown_nodes)}: {why}")
     if report.error is not None:
         e = report.error
-        relative = e.max_abs / e.scale if e.scale else 0.0
         lines.append(
-            f"  error vs fp32 on {report.error_inputs}: max {e.max_abs:.3g} = {relative:.3g} of scale "
+            f"  error vs fp32 on {report.error_inputs}: max {e.max_abs:.3g} = {e.relative:.3g} of scale "
             f"{e.scale:.3g}, mean {e.mean_abs:.3g}"
         )
     lines.append(f"  nodes: {report.placement.text}")
@@ -274,10 +275,3 @@ def summary_text(source: Path, report: ExportReport, seconds: float, verbose: bo
         if report.target != "mobile" and any(c.verdict != "YES" for c in report.mobile.eps):
             lines.append("  (--target mobile and --fix-shape give NNAPI and CoreML the lowerings they take)")
     return "\n".join(lines)
-
-
-def _size(nbytes: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} B"

@@ -130,7 +130,7 @@ class Placement:
     """Which provider ran the nodes of the exported model when it was verified."""
 
     provider: str  # cpu | cuda
-    nodes: int  # nodes in the model as onnxruntime runs it (after its optimizations)
+    nodes: int  # nodes of the exported graph
     cpu_fallbacks: tuple[str, ...] = ()  # op:name of nodes a CUDA session left on the CPU
     note: str = ""  # why the requested provider was not checked
 
@@ -187,6 +187,7 @@ class ExportReport:
                 "max_abs": self.error.max_abs,
                 "mean_abs": self.error.mean_abs,
                 "scale": self.error.scale,
+                "relative": self.error.relative,
                 "inputs": self.error_inputs,
             }
         if self.precision == "int8":
@@ -240,6 +241,12 @@ def export_model(
     source = _read_source(path, compile_options, weights, weights_root, max_weight_bytes, tuning or Tuning())
     _stamp(source, options)
     warnings: list[str] = []
+    lowering = replace(compile_options, target="cpu", interface=CompileOptions().interface)
+    if source.kind == "onnx" and lowering != CompileOptions():
+        warnings.append(
+            f"{path.name} is an ONNX model, exported as it is: --strategy, --opset, --dtype and --seed "
+            "lower specs and Keras models and were not applied"
+        )
     converted = _converted(source, options, warnings)
     target = compile_options.target
     with atomic_directory(folder / base, source.files, options.overwrite) as scratch:

@@ -715,7 +715,7 @@ def render_text(summary: ModelSummary) -> str:
         notes = "".join((", sparse" if init.sparse else "", ", external data" if init.external else ""))
         lines.append(
             f"  {init.name:<{init_width}}  {init.dtype} {format_shape(init.shape)}  "
-            f"({_count(init.parameters, 'parameter')}, {_size(init.nbytes)}{notes})"
+            f"({_count(init.parameters, 'parameter')}, {size_text(init.nbytes)}{notes})"
         )
 
     if summary.functions:
@@ -767,7 +767,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _size(nbytes: int) -> str:
+def size_text(nbytes: int) -> str:
     if nbytes < 1024:
         return f"{nbytes} B"
     if nbytes < _MIB:

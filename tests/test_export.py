@@ -107,6 +107,8 @@ def test_an_onnx_file_is_exported_as_it_is(tmp_path: Path) -> None:
     assert (
         json.loads({p.key: p.value for p in after.metadata_props}["deconv_compiler.source"])["kind"] == "onnx"
     )
+    result = invoke("export", compiled, "-o", tmp_path / "again", "--strategy", "subpixel")
+    assert result.exit_code == 0 and "exported as it is: --strategy, --opset" in result.output
 
 
 def test_a_failed_export_leaves_no_folder_and_keeps_the_previous_one(tmp_path: Path) -> None:
