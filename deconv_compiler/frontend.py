@@ -10,7 +10,6 @@ A stream (standard input, a pipe or FIFO) is read once by the caller and told by
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import replace
@@ -68,25 +67,13 @@ def is_stream(path: str | Path) -> bool:
 def data_kind(data: bytes) -> FileKind:
     """`file_kind` for bytes already read: a saved Keras model (archive, HDF5, config JSON), an
     ONNX model (binary), else a spec."""
-    from deconv_compiler.keras_file import HDF5_MAGIC, ZIP_MAGIC
+    from deconv_compiler.keras_file import looks_like_saved_model
 
-    if data.startswith(ZIP_MAGIC) or data.startswith(HDF5_MAGIC):
+    if looks_like_saved_model(data):
         return "keras"
     head = data[:64].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM starts text
     if _binary_head(head) or any(b < 0x20 and b not in b"\t\n\r\x0c" for b in head):
         return "onnx"  # an ONNX file starts with a control byte: the tag of ir_version (0x08)
-    if data.lstrip().startswith(b"{") and b'"class_name"' in data:
-        try:
-            parsed = json.loads(data)
-        except (ValueError, RecursionError):
-            return "spec"  # the spec reader says what is wrong with it
-        if (
-            isinstance(parsed, dict)
-            and "class_name" in parsed
-            and "config" in parsed
-            and "layers" not in parsed
-        ):
-            return "keras"
     return "spec"
 
 

@@ -71,22 +71,33 @@ def is_saved_model(path: str | Path) -> bool:
     """A .keras archive, an HDF5 file, or JSON whose top level is a Keras `class_name` object."""
     try:
         with _open_regular(path) as handle:
-            head = handle.read(8)
-            if head.startswith(ZIP_MAGIC) or head.startswith(HDF5_MAGIC):
-                return True
-            if not head.lstrip().startswith(b"{"):
-                return False
-            handle.seek(0)
-            text = handle.read(MAX_CONFIG_BYTES + 1)
+            data = handle.read(8)
+            if data.lstrip().startswith(b"{"):
+                handle.seek(0)
+                data = handle.read(MAX_CONFIG_BYTES + 1)
     except (OSError, _Refusal):
         return False
+    return looks_like_saved_model(data)
+
+
+def looks_like_saved_model(data: bytes) -> bool:
+    """`is_saved_model` for a file's first bytes (a JSON config whole, up to MAX_CONFIG_BYTES + 1;
+    what is beyond is not looked at): those of a .keras archive or an HDF5 file, or JSON whose top
+    level is a Keras `class_name` object."""
+    if data.startswith(ZIP_MAGIC) or data.startswith(HDF5_MAGIC):
+        return True
+    text = data[: MAX_CONFIG_BYTES + 1]
+    if not text.lstrip().startswith(b"{") or b'"class_name"' not in text:
+        return False  # a spec, parsed once, by the spec reader
     if _json_values(text) > MAX_CONFIG_VALUES:
         return b'"class_name"' in text  # read_saved_model says why it is refused
     try:
-        data = json.loads(text)
+        parsed = json.loads(text)
     except (ValueError, RecursionError):
         return False
-    return isinstance(data, dict) and "class_name" in data and "config" in data and "layers" not in data
+    return (
+        isinstance(parsed, dict) and "class_name" in parsed and "config" in parsed and "layers" not in parsed
+    )
 
 
 def read_saved_model(
