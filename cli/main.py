@@ -540,11 +540,11 @@ def compile_command(
         bar = TuneBar(report)
         try:
             if to_stdout:
-                from deconv_compiler.compiler import compile_model
+                from deconv_compiler.compiler import compile_detached, file_bytes
 
-                model = compile_model(loaded, options, cache, bar)
-                metadata = {prop.key: prop.value for prop in model.metadata_props}
-                chunks, external = [_serialized(model)], ()
+                built = compile_detached(loaded, options, cache, bar)
+                metadata = {prop.key: prop.value for prop in built.model.metadata_props}
+                chunks, external = file_bytes(built), ()
             else:
                 from deconv_compiler.compiler import compile_to_file
 
@@ -596,20 +596,6 @@ def compile_command(
             "seconds": round(elapsed, 6),
         }
     )
-
-
-def _serialized(model: onnx.ModelProto) -> bytes:
-    """The .onnx file's bytes (what save_model writes); a model over protobuf's 2 GiB is refused."""
-    from google.protobuf.message import EncodeError
-
-    from deconv_compiler.errors import CompileError
-
-    try:
-        return bytes(model.SerializeToString())
-    except EncodeError:
-        raise CompileError(
-            "the model is larger than an .onnx file can be (2 GiB); compile fewer or smaller layers"
-        ) from None
 
 
 def open_tune_cache(

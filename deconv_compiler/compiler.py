@@ -168,11 +168,18 @@ def save_model(
         with atomic_output(target, sources) as handle:
             handle.write(weightless.SerializeToString())
         return target, data_file
-    with _within_protobuf_limit():
-        chunks = list(file_chunks(model)) if isinstance(model, DetachedModel) else [model.SerializeToString()]
-    if sum(len(chunk) for chunk in chunks) >= 2**31:  # protobuf's own limit, which detached weights skip
-        raise CompileError(_TOO_LARGE)
+    chunks = file_bytes(model)
     with atomic_output(Path(path), sources) as handle:
         for chunk in chunks:
             handle.write(chunk)
     return (Path(path),)
+
+
+def file_bytes(model: onnx.ModelProto | DetachedModel) -> list[bytes | memoryview]:
+    """The one-file `.onnx` bytes of `model`, in pieces (a detached model's weights as they are in
+    memory); `CompileError` past protobuf's 2 GiB, which detached weights would otherwise skip."""
+    with _within_protobuf_limit():
+        chunks = list(file_chunks(model)) if isinstance(model, DetachedModel) else [model.SerializeToString()]
+    if sum(memoryview(chunk).nbytes for chunk in chunks) >= 2**31:
+        raise CompileError(_TOO_LARGE)
+    return chunks

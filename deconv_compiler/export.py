@@ -39,7 +39,6 @@ from deconv_compiler.limits import MAX_WEIGHT_BYTES
 from deconv_compiler.model_file import (
     DetachedModel,
     detach,
-    file_chunks,
     with_external_data,
     write_external_data,
 )
@@ -456,7 +455,9 @@ def _write(
         written.append((model_file, _write_bytes(path, [weightless.SerializeToString()])))
         written.append((model_file.with_name(data_name), path.with_name(data_name).stat().st_size))
     else:
-        written.append((model_file, _write_bytes(path, list(file_chunks(model)))))
+        from deconv_compiler.compiler import file_bytes
+
+        written.append((model_file, _write_bytes(path, file_bytes(model))))
     return written, model_file
 
 
