@@ -22,6 +22,8 @@ from deconv_compiler.cli.main import (
     output_options,
     save_tune_cache,
     seed_option,
+    strategy_option,
+    target_option,
     tune_cache_option,
     weights_option,
     weights_root_option,
@@ -33,10 +35,8 @@ from deconv_compiler.options import (
     EXTERNAL_DATA_ABOVE,
     FORMATS,
     PRECISIONS,
-    TARGET_CHOICES,
     CompileOptions,
 )
-from deconv_compiler.strategies import CHOICES
 
 if TYPE_CHECKING:
     from deconv_compiler.export import ExportReport
@@ -79,20 +79,8 @@ def _metadata_pair(
     help="int8: an .npz of real inputs, one array per model input by name, samples on the first axis "
     "(default: random data, with a warning).",
 )
-@click.option(
-    "--target",
-    type=click.Choice(TARGET_CHOICES),
-    default="cpu",
-    show_default=True,
-    help="The lowering: cpu, cuda (every ConvTranspose on the GPU), mobile (what NNAPI and CoreML "
-    "take), auto (cuda when a CUDA session can be created here).",
-)
-@click.option(
-    "--strategy",
-    type=click.Choice(CHOICES),
-    default=None,
-    help="How transposed convolutions are lowered, overriding the spec and the target's choice.",
-)
+@target_option
+@strategy_option
 @tune_cache_option
 @interface_options
 @click.option(

@@ -438,6 +438,24 @@ tune_cache_option = click.option(
 )
 
 
+target_option = click.option(
+    "--target",
+    type=click.Choice(TARGET_CHOICES),
+    default="cpu",
+    show_default=True,
+    help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + "
+    "Slice); mobile: the lowerings onnxruntime's NNAPI and CoreML providers take (no ConvTranspose "
+    "where a rewrite applies); auto: cuda when a CUDA session can be created here, else cpu.",
+)
+strategy_option = click.option(
+    "--strategy",
+    type=click.Choice(CHOICES),
+    default=None,
+    help="How transposed convolutions are lowered, overriding the spec (default: the spec's, auto). "
+    "auto: per layer by a measured rule; tune: time the candidates here and keep the fastest.",
+)
+
+
 SPEC_HELP = (
     " SPEC may be - (standard input) or a pipe (/dev/stdin, <(...)): a spec only, read once; its weights: "
     "paths are then relative to --weights-root, else the current directory."
@@ -485,22 +503,8 @@ def validate(
 )
 @opset_option
 @seed_option
-@click.option(
-    "--target",
-    type=click.Choice(TARGET_CHOICES),
-    default="cpu",
-    show_default=True,
-    help="cuda: keep every ConvTranspose on the GPU in onnxruntime's CUDA provider (symmetric pads + "
-    "Slice); mobile: the lowerings onnxruntime's NNAPI and CoreML providers take (no ConvTranspose "
-    "where a rewrite applies); auto: cuda when a CUDA session can be created here, else cpu.",
-)
-@click.option(
-    "--strategy",
-    type=click.Choice(CHOICES),
-    default=None,
-    help="How transposed convolutions are lowered, overriding the spec (default: the spec's, auto). "
-    "auto: per layer by a measured rule; tune: time the candidates here and keep the fastest.",
-)
+@target_option
+@strategy_option
 @tune_cache_option
 @interface_options
 @dtype_option
