@@ -248,12 +248,14 @@ def export_model(
         )
     converted = _converted(source, options, warnings)
     target = compile_options.target
+    checked = options.format == "ort" or target == "mobile"  # by the mobile usability checker
+    whole = _whole(converted.model, options.format == "ort") if checked else None
     with atomic_directory(folder / base, source.files, options.overwrite) as scratch:
-        written, model_file = _write(scratch, base, name, converted.model, options, target)
+        written, model_file = _write(scratch, base, name, converted.model, whole, options, target)
         placement = _verify(
             scratch / model_file.relative_to(base), converted.model.model, target, converted.feeds
         )
-        mobile = _mobile(converted.model) if options.format == "ort" or target == "mobile" else None
+        mobile = _mobile(converted.model, whole) if checked else None
         files = tuple(WrittenFile(folder / f, size) for f, size in written)
     return ExportReport(
         folder=folder,
@@ -424,11 +426,27 @@ def _attached(detached: DetachedModel, what: str) -> onnx.ModelProto:
 # --- files ----------------------------------------------------------------------------------------
 
 
+def _whole(model: DetachedModel, needed: bool) -> onnx.ModelProto | None:
+    """The model with its weights inline, made once for what needs it: the ORT-format writer
+    (`needed`: refused past protobuf's limit) and the mobile checker (None past it)."""
+    if needed:
+        return _attached(model, "--format ort")
+    total = sum(array.nbytes for array in model.arrays.values())
+    return _attached(model, "") if total + model.model.ByteSize() < PROTOBUF_LIMIT else None
+
+
 def _write(
-    scratch: Path, base: Path, name: str, model: DetachedModel, options: ExportOptions, target: str
+    scratch: Path,
+    base: Path,
+    name: str,
+    model: DetachedModel,
+    whole: onnx.ModelProto | None,
+    options: ExportOptions,
+    target: str,
 ) -> tuple[list[tuple[Path, int]], Path]:
     """Write the model (and the Triton config) into `scratch`, which stands for the folder `base`
-    of the output; the files (paths relative to the output) and the model file's path."""
+    of the output; the files (paths relative to the output) and the model file's path. `whole`:
+    the model with its weights inline, for the ORT format."""
     written: list[tuple[Path, int]] = []
     if options.triton is not None:
         from deconv_compiler.triton_config import repository_paths, triton_config
@@ -444,7 +462,8 @@ def _write(
     if options.format == "ort":
         from deconv_compiler.ort_format import to_ort_format
 
-        data = to_ort_format(_attached(model, "--format ort"), target)
+        assert whole is not None  # made for the ORT format
+        data = to_ort_format(whole, target)
         written.append((model_file, _write_bytes(path, [data])))
     elif weight_bytes > options.external_data_above:
         data_name = f"{path.name}.data"
@@ -523,13 +542,11 @@ def _probe_feed(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return feed
 
 
-def _mobile(model: DetachedModel) -> MobileCoverage:
-    """onnxruntime's mobile usability checker on the exported model: with its weights, so that
-    onnxruntime's basic optimizations fold what they fold on the phone; past protobuf's limit,
-    the weights are typed inputs instead."""
+def _mobile(model: DetachedModel, whole: onnx.ModelProto | None) -> MobileCoverage:
+    """onnxruntime's mobile usability checker on the exported model: with its weights (`whole`),
+    so that onnxruntime's basic optimizations fold what they fold on the phone; past protobuf's
+    limit, with the weights as typed inputs instead."""
     from deconv_compiler.check import shape_view
     from deconv_compiler.ort_format import mobile_coverage
 
-    total = sum(array.nbytes for array in model.arrays.values())
-    small = total + model.model.ByteSize() < PROTOBUF_LIMIT
-    return mobile_coverage(_attached(model, "") if small else shape_view(model.model))
+    return mobile_coverage(whole if whole is not None else shape_view(model.model))
