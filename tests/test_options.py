@@ -22,7 +22,10 @@ from deconv_compiler.options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, Compile
         pytest.param("opset", 17.0, "opset must be an integer, got 17.0", id="opset-float"),
         pytest.param("opset", True, "opset must be an integer, got True", id="opset-bool"),
         pytest.param(
-            "target", "tpu", "target 'tpu' is not supported: choose cpu, cuda, mobile, auto", id="target-unknown"
+            "target",
+            "tpu",
+            "target 'tpu' is not supported: choose cpu, cuda, mobile, auto",
+            id="target-unknown",
         ),
         pytest.param("target", "CPU", "target 'CPU' is not supported", id="target-case-sensitive"),
         pytest.param("target", None, "target None is not supported", id="target-none"),
