@@ -30,7 +30,7 @@ from typing import IO, Any, Literal, cast
 
 import numpy as np
 
-from deconv_compiler.errors import DeconvError, shown
+from deconv_compiler.errors import DeconvError, first_line, shown
 from deconv_compiler.zip_members import ZipMemberError, copy_member, open_member
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -272,13 +272,10 @@ def _parse_header(stream: IO[bytes], shown_as: str, array: str | None) -> ArrayH
             shape, fortran_order, dtype = reader(bounded, max_header_size=MAX_HEADER_BYTES)
     except Exception as exc:  # noqa: BLE001 - numpy parses a stranger's literal (ValueError, SyntaxError,
         # tokenize.TokenError, TypeError, RecursionError...): any failure means the header is invalid
-        raise ArrayFileError(shown_as, f"has an invalid .npy header ({_first_line(exc)})", array) from None
+        raise ArrayFileError(
+            shown_as, f"has an invalid .npy header ({first_line(exc, 200)})", array
+        ) from None
     return ArrayHeader(tuple(shape), dtype, bool(fortran_order), len(magic) + len(length_bytes) + length)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _read_exactly(stream: IO[bytes], count: int, shown_as: str, array: str | None) -> bytes:

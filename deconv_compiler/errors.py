@@ -59,6 +59,14 @@ class Problem:
         return f"{where}{field}{self.message}"
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first non-blank line of an exception's message (its class name when it has none), for
+    errors raised by libraries whose messages run over many lines; at most `limit` characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
+
 class DeconvError(Exception):
     """Base class of every error caused by the user's input."""
 

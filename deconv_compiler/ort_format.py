@@ -28,7 +28,7 @@ from typing import Any
 
 import onnx
 
-from deconv_compiler.errors import CompileError, RuntimeFailure
+from deconv_compiler.errors import CompileError, RuntimeFailure, first_line
 from deconv_compiler.runtime import onnxruntime
 
 TARGETS = ("cpu", "cuda", "mobile")
@@ -108,7 +108,7 @@ def to_ort_format(model: onnx.ModelProto, target: str) -> bytes:
             )
         except Exception as error:  # onnxruntime raises untyped pybind errors
             raise OrtFormatError(
-                f"onnxruntime could not convert the model to ORT format: {_first_line(error)}"
+                f"onnxruntime could not convert the model to ORT format: {first_line(error)}"
             ) from None
         if not path.is_file():
             raise OrtFormatError(f"onnxruntime created a session but wrote no ORT-format file to {path}")
@@ -257,7 +257,7 @@ def _basic_optimized(model: onnx.ModelProto) -> onnx.ModelProto:
             ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises untyped pybind errors
             raise OrtFormatError(
-                f"onnxruntime could not optimize the model for the mobile check: {_first_line(error)}"
+                f"onnxruntime could not optimize the model for the mobile check: {first_line(error)}"
             ) from None
         return onnx.load(str(path))
 
@@ -267,8 +267,3 @@ def _level(ort: Any, level: str) -> Any:
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[level]
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

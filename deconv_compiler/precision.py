@@ -13,7 +13,7 @@
 - `precision_error`: max and mean absolute difference between two models' outputs on the same
   feeds, and the reference's scale (max |output|), so a report can say "max error X = Y of scale".
 
-Sessions are made by `runtime.make_session` (CPU provider). The quantizer's log lines and warnings
+Models are run by `runtime.run_feeds` (CPU provider). The quantizer's log lines and warnings
 ("consider pre-processing") are noise here and are silenced while it runs; `DeconvWarning`s we emit
 ourselves (float16 clamping) are not.
 """
@@ -36,10 +36,17 @@ import onnx
 from onnx import numpy_helper
 
 from deconv_compiler.array_file import ArrayFileError, open_array_file
-from deconv_compiler.errors import DeconvError, DeconvWarning, InternalError, RuntimeFailure, shown
+from deconv_compiler.errors import (
+    DeconvError,
+    DeconvWarning,
+    InternalError,
+    RuntimeFailure,
+    first_line,
+    shown,
+)
 from deconv_compiler.inspection import RunInput
 from deconv_compiler.limits import MAX_INPUT_BYTES
-from deconv_compiler.runtime import SessionConfig, make_session
+from deconv_compiler.runtime import SessionConfig, run_feeds
 
 FLOAT16_MAX = 65504.0
 # Quantization error accepted before nodes are kept float: max |int8 - fp32| over the calibration
@@ -122,19 +129,7 @@ def _run_all(
     model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], extra_outputs: Sequence[str] = ()
 ) -> list[dict[str, np.ndarray]]:
     """Every output (and the named intermediate tensors) of one session, for each feed."""
-    if extra_outputs:
-        model = _with_outputs(model, extra_outputs)
-    session = make_session(model, _SESSION)
-    names = [o.name for o in session.inner.get_outputs()]
-    results = []
-    for feed in feeds:
-        try:
-            values = session.inner.run(None, dict(feed))
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeFailure(f"onnxruntime failed to run the model: {first}") from exc
-        results.append({name: np.asarray(v) for name, v in zip(names, values, strict=True)})
-    return results
+    return run_feeds(_with_outputs(model, extra_outputs) if extra_outputs else model, feeds, _SESSION)
 
 
 def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
@@ -574,8 +569,7 @@ def _quantize(
         except (DeconvError, MemoryError):
             raise
         except Exception as exc:  # the quantizer raises ValueError, RuntimeError, onnxruntime errors...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeFailure(f"onnxruntime's quantizer failed: {first}") from exc
+            raise RuntimeFailure(f"onnxruntime's quantizer failed: {first_line(exc)}") from exc
         return onnx.load(str(target))
 
 

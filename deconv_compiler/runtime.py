@@ -28,7 +28,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deconv_compiler.errors import DeconvError, RuntimeFailure, shown
+from deconv_compiler.errors import DeconvError, RuntimeFailure, first_line, shown
 from deconv_compiler.metadata import STRATEGIES, read_metadata
 
 if TYPE_CHECKING:
@@ -262,6 +262,24 @@ def run_model(
     return RunResult(outputs, session.provider, seconds, cpu_nodes)
 
 
+def run_feeds(
+    model: onnx.ModelProto | bytes,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    config: SessionConfig = SessionConfig(),
+) -> list[dict[str, np.ndarray]]:
+    """Every output of one session, for each feed in turn (one session for them all)."""
+    session = make_session(model, config)
+    names = [o.name for o in session.inner.get_outputs()]
+    results = []
+    for feed in feeds:
+        try:
+            values = session.inner.run(None, dict(feed))
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise RuntimeFailure(_failure_message(exc, "failed to run the model")) from exc
+        results.append({name: np.asarray(v) for name, v in zip(names, values, strict=True)})
+    return results
+
+
 def _require_numbers(name: str, value: Any) -> None:
     """A foreign model's output may be a sequence, a map, an absent optional or strings: a result
     holds tensors of numbers only (what callers compute statistics of and save)."""
@@ -391,7 +409,7 @@ def _timeout_message(seconds: float | None) -> str:
 
 
 def _failure_message(exc: Exception, what: str) -> str:
-    text = _first_line(exc)
+    text = first_line(exc)
     if "NOT_IMPLEMENTED" in text and "ConvTranspose" in text:
         return (
             f"onnxruntime {what}: {text}. Its CPU provider has ConvTranspose kernels for float32 "
@@ -399,10 +417,6 @@ def _failure_message(exc: Exception, what: str) -> str:
             "or compile it with dtype float32"
         )
     return f"onnxruntime {what}: {text}"
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 # --- benchmarking ----------------------------------------------------------------------------
