@@ -155,7 +155,6 @@ class ExportReport:
     format: str
     precision: str
     target: str
-    external_data: bool
     error: PrecisionError | None  # against fp32 (None: fp32)
     error_inputs: str  # what the error was measured on
     int8_settings: str  # why these int8 settings (empty unless int8)
@@ -163,6 +162,11 @@ class ExportReport:
     placement: Placement
     mobile: MobileCoverage | None
     warnings: tuple[str, ...] = ()
+
+    @property
+    def external_data(self) -> bool:
+        """Whether the weights went to a `.data` file beside the model."""
+        return any(f.path.name.endswith(".data") for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -264,7 +268,6 @@ def export_model(
         format=options.format,
         precision=options.precision,
         target=compile_options.target,
-        external_data=any(str(f.path).endswith(".data") for f in files),
         error=converted.error,
         error_inputs=converted.error_inputs,
         int8_settings=converted.int8_settings,
