@@ -287,8 +287,8 @@ def test_external_data_in_the_models_folder_runs_from_any_working_folder(
 # --- time limits -----------------------------------------------------------------------------------
 
 
-def _endless_loop() -> onnx.ModelProto:
-    """y = x + 2**62 ones, one Loop iteration at a time."""
+def loop_model(trips: int = 2**62) -> onnx.ModelProto:
+    """y = x + `trips` ones, one Loop iteration at a time (by default, endless for a test)."""
     body = helper.make_graph(
         [
             helper.make_node("Identity", ["c_in"], ["c_out"]),
@@ -306,10 +306,10 @@ def _endless_loop() -> onnx.ModelProto:
         ],
         [numpy_helper.from_array(np.ones(4, np.float32), "one")],
     )
-    trips = helper.make_tensor("trips", TensorProto.INT64, [], [2**62])
+    count = helper.make_tensor("trips", TensorProto.INT64, [], [trips])
     keep_going = helper.make_tensor("keep_going", TensorProto.BOOL, [], [True])
     model = _model(
-        [helper.make_node("Loop", ["trips", "keep_going", "x"], ["y"], body=body)], [X], [trips, keep_going]
+        [helper.make_node("Loop", ["trips", "keep_going", "x"], ["y"], body=body)], [X], [count, keep_going]
     )
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -317,7 +317,7 @@ def _endless_loop() -> onnx.ModelProto:
 
 @pytest.mark.parametrize("command", ["run", "bench"])
 def test_a_loop_of_2_62_iterations_stops_at_the_timeout(tmp_path: Path, command: str) -> None:
-    path = _save(_endless_loop(), tmp_path)
+    path = _save(loop_model(), tmp_path)
     started = time.perf_counter()
     result = subprocess.run(
         [*DECONVC, *COMMANDS[command][:1], str(path), *COMMANDS[command][1:], "--timeout", "0.5"],
@@ -346,7 +346,7 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc to see the handler installed")
 @pytest.mark.parametrize("command", ["run", "bench"])
 def test_sigterm_stops_an_endless_loop_without_a_timeout(tmp_path: Path, command: str) -> None:
-    path = _save(_endless_loop(), tmp_path)
+    path = _save(loop_model(), tmp_path)
     process = subprocess.Popen(
         [*DECONVC, *COMMANDS[command][:1], str(path), *COMMANDS[command][1:]],
         stdout=subprocess.PIPE,

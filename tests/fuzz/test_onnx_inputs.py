@@ -48,6 +48,7 @@ from deconv_compiler.metadata import SPEC, STRATEGIES
 from tests.fuzz.checks import invoke
 from tests.fuzz.limits import Outcomes, examples, memory_limit, time_limit
 from tests.onnx_run import compile_spec
+from tests.test_hostile_onnx import loop_model
 
 ONNX_EXAMPLES = examples(0.5)  # ci: 750; thorough: 7,500
 CANARY = b"canary:77e0b4f2c9a1d3e5:must-never-be-read\n" * 8
@@ -95,25 +96,7 @@ def _conv() -> onnx.ModelProto:
 
 
 def _loop() -> onnx.ModelProto:
-    body = helper.make_graph(
-        [
-            helper.make_node("Identity", ["c_in"], ["c_out"]),
-            helper.make_node("Add", ["v_in", "one"], ["v_out"]),
-        ],
-        "body",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
-            _vector("v_in"),
-        ],
-        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), _vector("v_out")],
-        [_ones("one")],
-    )
-    trips = helper.make_tensor("trips", TensorProto.INT64, [], [3])
-    go = helper.make_tensor("go", TensorProto.BOOL, [], [True])
-    return _model(
-        [helper.make_node("Loop", ["trips", "go", "x"], ["y"], body=body)], [_vector("x")], [trips, go]
-    )
+    return loop_model(3)
 
 
 def _if() -> onnx.ModelProto:
