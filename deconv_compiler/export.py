@@ -36,6 +36,7 @@ from deconv_compiler import __version__
 from deconv_compiler.errors import DeconvError, shown
 from deconv_compiler.ir import KerasOrigin
 from deconv_compiler.limits import MAX_WEIGHT_BYTES
+from deconv_compiler.metadata import SOURCE
 from deconv_compiler.model_file import (
     DetachedModel,
     detach,
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
     from deconv_compiler.tuning import TuneCache, TuneProgress
 
 PROTOBUF_LIMIT = 2**31 - 1  # what one protobuf message (an in-memory conversion) can hold
-SOURCE = "deconv_compiler.source"
 
 
 class ExportError(DeconvError):

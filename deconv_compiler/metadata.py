@@ -3,8 +3,9 @@
 Written (in this order, each key where it applies): the compiler version; the normalized spec
 (specs only, its seed as compiled); the target; the dtype policy forced by the options; the
 tuner's timings (when a layer was tuned); where each layer's weights came from (specs); what the
-Keras file was (Keras models); each transposed convolution's strategy. Values are JSON where they
-are structured, so `read` gives them back as Python data.
+Keras file was (Keras models); each transposed convolution's strategy. `export` adds the source
+(file, SHA-256, kind, precision, Keras version) and the user's `--metadata` pairs. Values are JSON
+where they are structured, so `read` gives them back as Python data.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ TUNING = "deconv_compiler.tuning"
 WEIGHTS = "deconv_compiler.weights"
 KERAS = "deconv_compiler.keras"
 STRATEGIES = "deconv_compiler.strategies"
-JSON_KEYS = (SPEC, TUNING, WEIGHTS, KERAS, STRATEGIES)
+SOURCE = "deconv_compiler.source"  # added by `export`: the source file, its digest, the precision
+JSON_KEYS = (SPEC, TUNING, WEIGHTS, KERAS, STRATEGIES, SOURCE)
 
 
 def model_metadata(
